@@ -1,0 +1,44 @@
+"""vqtk: a plugin-based toolkit for VQGAN image tokenizers and generators."""
+
+from vqtk.errors import RecipeError, VqtkError
+from vqtk.interfaces import (
+    DataSource,
+    Decoder,
+    Discriminator,
+    Encoder,
+    Loss,
+    LossInputs,
+    LossTerm,
+    Prior,
+    PriorOutput,
+    Quantizer,
+    QuantizerOutput,
+    SamplingOptions,
+)
+from vqtk.model import VQGAN, VQGANOutput
+from vqtk.registry import Registry, default_registry, hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VQGAN",
+    "DataSource",
+    "Decoder",
+    "Discriminator",
+    "Encoder",
+    "Loss",
+    "LossInputs",
+    "LossTerm",
+    "Prior",
+    "PriorOutput",
+    "Quantizer",
+    "QuantizerOutput",
+    "RecipeError",
+    "Registry",
+    "SamplingOptions",
+    "VQGANOutput",
+    "VqtkError",
+    "__version__",
+    "default_registry",
+    "hookimpl",
+]

@@ -1,0 +1,63 @@
+"""The ``vqtk`` command line.
+
+Exit status: 0 on success, 2 on bad input (recipe, arguments, files, data) with
+one line per problem and no traceback, 1 on internal errors (bugs), 130 when
+interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from typing import Optional, Sequence
+
+from vqtk.errors import VqtkError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own exit code is 2 already; keep one line
+        self.print_usage(sys.stderr)
+        raise VqtkError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vqtk import __version__
+    from vqtk.cli import inspect_cmds, reconstruct_cmd, run_cmd
+
+    parser = _Parser(prog="vqtk", description="Train and use VQGAN image tokenizers from TOML recipes.")
+    parser.add_argument("--version", action="version", version=f"vqtk {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for module in (run_cmd, inspect_cmds, reconstruct_cmd):
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(message)s",
+            stream=sys.stderr,
+        )
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except VqtkError as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"vqtk: error: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vqtk: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception:  # a bug: keep the traceback, it is what a bug report needs
+        traceback.print_exc()
+        print("vqtk: internal error (the traceback above is a bug in vqtk or a plugin)", file=sys.stderr)
+        return 1

@@ -1,0 +1,130 @@
+"""``vqtk show``, ``vqtk check``, ``vqtk list`` and ``vqtk plugins``: look without training."""
+
+from __future__ import annotations
+
+import argparse
+
+from vqtk.interfaces import KINDS
+
+
+def add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="path to a TOML recipe")
+    p.add_argument("overrides", nargs="*", metavar="key.path=value", help="override recipe values (TOML literals)")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("show", help="print the fully resolved recipe (extends, overrides, defaults) as TOML")
+    add_recipe_args(p)
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("check", help="validate a recipe and build its model: parameter counts, latent grid")
+    add_recipe_args(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("list", help="list registered components with their provider")
+    p.add_argument("kind", nargs="?", choices=list(KINDS), help="only this kind")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("plugins", help="list plugins: name, version, components, failures")
+    p.set_defaults(func=cmd_plugins)
+
+
+def cmd_show(args) -> int:
+    from vqtk.recipe import dump_toml, load_recipe
+
+    _, resolved = load_recipe(args.recipe, args.overrides)
+    print(dump_toml(resolved), end="")
+    return 0
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n:,}"
+
+
+def cmd_check(args) -> int:
+    from vqtk.build import (
+        build_data,
+        build_discriminator,
+        build_losses,
+        build_vqgan,
+        check_data_fits,
+        count_parameters,
+        probe_shapes,
+    )
+    from vqtk.recipe import load_recipe
+
+    recipe, _ = load_recipe(args.recipe, args.overrides)
+    model = build_vqgan(recipe)
+    disc = build_discriminator(recipe)
+    losses = build_losses(recipe)
+    data = build_data(recipe)
+    check_data_fits(model, data.resolution, data.channels)
+    if any(e.loss.adversarial for e in losses) and disc is None:
+        from vqtk.errors import VqtkError
+
+        raise VqtkError("model.discriminator: the recipe has an adversarial loss but no discriminator")
+    shapes = probe_shapes(model, disc, data.resolution)
+
+    m = recipe.model
+    rows = [
+        (f"encoder ({m.encoder.type})", count_parameters(model.encoder)),
+        ("quant_conv", count_parameters(model.quant_conv)),
+        (f"quantizer ({m.quantizer.type})", count_parameters(model.quantizer)),
+        ("post_quant_conv", count_parameters(model.post_quant_conv)),
+        (f"decoder ({m.decoder.type})", count_parameters(model.decoder)),
+    ]
+    total = sum(n for _, n in rows)
+    width = max(len(r[0]) for r in rows) + 2
+    print(f"recipe {args.recipe}: ok")
+    print("parameters:")
+    for name, n in rows:
+        print(f"  {name:<{width}}{_millions(n):>10}")
+    print(f"  {'VQGAN total':<{width}}{_millions(total):>10}")
+    if disc is not None:
+        print(f"  {'discriminator (' + m.discriminator.type + ')':<{width}}{_millions(count_parameters(disc)):>10}")
+    q = model.quantizer
+    h, w = model.latent_grid(data.resolution, data.resolution)
+    codes = f"{q.codebook_size} codes" + (f" x {q.num_codebooks} codebooks" if q.num_codebooks > 1 else "")
+    print(f"image {data.resolution}x{data.resolution}x{data.channels} -> latent grid {h}x{w}x{q.dim} "
+          f"(downsampling {model.downsample_factor}), {codes}, {q.bits_per_position:.1f} bits per position")
+    print(f"indices per image: {tuple(shapes['indices'][1:])}")
+    if "discriminator" in shapes:
+        print(f"discriminator output: {tuple(shapes['discriminator'][1:])}")
+    print("losses: " + ", ".join(f"{e.name} ({type(e.loss).__name__}, weight {e.weight:g})" for e in losses))
+    print(f"data: {data.describe()}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from vqtk.registry import default_registry
+
+    registry = default_registry()
+    specs = registry.components(args.kind)
+    kind_w = max([len(s.kind) for s in specs] + [4])
+    name_w = max([len(s.name) for s in specs] + [4])
+    plug_w = max([len(s.plugin) for s in specs] + [6])
+    for s in specs:
+        print(f"{s.kind:<{kind_w}}  {s.name:<{name_w}}  {s.plugin:<{plug_w}}  {s.doc}")
+    if not specs:
+        print("no components registered" + (f" for kind {args.kind!r}" if args.kind else ""))
+    for p in registry.failures():
+        print(f"warning: plugin {p.name!r} {p.error}")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from vqtk.registry import default_registry
+
+    registry = default_registry()
+    if not registry.plugins:
+        print("no plugins loaded")
+    for p in registry.plugins.values():
+        print(f"{p.name} {p.version or '(no version)'}  [{p.source}]")
+        if p.error:
+            print(f"  FAILED: {p.error}")
+        by_kind: dict[str, list[str]] = {}
+        for kind, name in p.components:
+            by_kind.setdefault(kind, []).append(name)
+        for kind, names in by_kind.items():
+            print(f"  {kind}: {', '.join(names)}")
+    return 0

@@ -1,0 +1,42 @@
+"""The contracts every vqtk component implements.
+
+The core holds no concrete component: these base classes say what an encoder,
+quantizer, decoder, discriminator, loss, prior or data source must provide, and
+the typed records they return. Built-in and third-party plugins subclass them.
+"""
+
+from vqtk.interfaces.data import DataSource
+from vqtk.interfaces.decoder import Decoder
+from vqtk.interfaces.discriminator import Discriminator
+from vqtk.interfaces.encoder import Encoder
+from vqtk.interfaces.loss import Loss, LossInputs, LossTerm
+from vqtk.interfaces.prior import Prior, PriorOutput, SamplingOptions
+from vqtk.interfaces.quantizer import Quantizer, QuantizerOutput, codebook_stats
+
+#: The component kinds a plugin can register, and the base class each must subclass.
+KINDS: dict[str, type] = {
+    "encoder": Encoder,
+    "quantizer": Quantizer,
+    "decoder": Decoder,
+    "discriminator": Discriminator,
+    "loss": Loss,
+    "prior": Prior,
+    "data": DataSource,
+}
+
+__all__ = [
+    "KINDS",
+    "DataSource",
+    "Decoder",
+    "Discriminator",
+    "Encoder",
+    "Loss",
+    "LossInputs",
+    "LossTerm",
+    "Prior",
+    "PriorOutput",
+    "Quantizer",
+    "QuantizerOutput",
+    "SamplingOptions",
+    "codebook_stats",
+]

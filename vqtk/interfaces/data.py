@@ -1,0 +1,32 @@
+"""Data sources: where training and evaluation images come from."""
+
+from __future__ import annotations
+
+import abc
+
+from torch.utils.data import Dataset
+
+
+class DataSource(abc.ABC):
+    """Provides image datasets chosen by recipe, like every other component.
+
+    Each dataset item is either a float tensor ``(C, H, W)`` in ``[-1, 1]`` with
+    ``H == W == resolution``, or a tuple ``(image, label)`` with an ``int`` label
+    for class-conditional data (then :attr:`num_classes` > 0).
+    """
+
+    resolution: int
+    channels: int = 3
+    num_classes: int = 0
+
+    @abc.abstractmethod
+    def train_set(self) -> Dataset:
+        """Images to train on (random crops / flips as configured)."""
+
+    @abc.abstractmethod
+    def eval_set(self) -> Dataset:
+        """Held-out images, deterministic (no random augmentation)."""
+
+    def describe(self) -> str:
+        """One line for logs, e.g. ``"image folder /data/x: 1200 train, 50 eval"``."""
+        return type(self).__name__

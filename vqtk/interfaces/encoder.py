@@ -1,0 +1,24 @@
+"""Encoder: image to latent grid."""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import nn
+
+
+class Encoder(nn.Module, abc.ABC):
+    """Maps images ``(B, in_channels, H, W)`` to latents ``(B, out_channels, H/f, W/f)``.
+
+    ``f`` is :attr:`downsample_factor`. The assembly reads these attributes to
+    check a recipe's shapes (channels between parts, resolution divisible by
+    ``f``) before anything is trained.
+    """
+
+    in_channels: int
+    out_channels: int
+    downsample_factor: int
+
+    @abc.abstractmethod
+    def forward(self, x: torch.Tensor) -> torch.Tensor: ...

@@ -1,0 +1,60 @@
+"""Prior: a generative model over code-index grids (stage 2)."""
+
+from __future__ import annotations
+
+import abc
+from typing import Optional
+
+import attrs
+import torch
+from torch import nn
+
+
+@attrs.define(eq=False)
+class PriorOutput:
+    """Training loss of a prior on a batch of index grids, plus scalars to log."""
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class SamplingOptions:
+    """How to sample; fields a prior does not support must be left at their defaults."""
+
+    temperature: float = 1.0
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    cfg_scale: float = 1.0
+    steps: Optional[int] = None  # iterative (MaskGIT-style) priors only
+    use_cache: bool = True  # autoregressive priors: KV cache
+
+
+class Prior(nn.Module, abc.ABC):
+    """Models index grids ``(B, h, w)`` (or ``(B, h, w, Q)``) from a tokenizer.
+
+    Attributes:
+        codebook_size: index range it models.
+        grid_size: ``(h, w)`` grid it was trained on.
+        num_classes: number of class labels for conditional priors, else 0.
+    """
+
+    codebook_size: int
+    grid_size: tuple[int, int]
+    num_classes: int = 0
+
+    @abc.abstractmethod
+    def loss(self, indices: torch.Tensor, labels: Optional[torch.Tensor] = None) -> PriorOutput:
+        """Training loss (mean negative log-likelihood in nats) on ``indices``."""
+
+    @abc.abstractmethod
+    def sample(
+        self,
+        batch_size: int,
+        *,
+        grid_size: Optional[tuple[int, int]] = None,
+        labels: Optional[torch.Tensor] = None,
+        options: SamplingOptions = SamplingOptions(),
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """Sample index grids ``(batch_size, h, w)``; ``grid_size`` defaults to :attr:`grid_size`."""

@@ -1,0 +1,102 @@
+"""Quantizer: snaps each latent vector to a code and returns one typed record."""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import attrs
+import torch
+from torch import nn
+
+
+@attrs.define(eq=False)
+class QuantizerOutput:
+    """What every quantizer returns, whatever library backs it.
+
+    Attributes:
+        quantized: ``(B, dim, h, w)`` quantized latents, with straight-through
+            gradients to the input.
+        indices: ``(B, h, w)`` code indices (``int64``), or ``(B, h, w, Q)`` for
+            quantizers with ``Q`` codebooks per position (residual VQ, grouped codes).
+        loss: scalar auxiliary loss to add to the generator objective (codebook
+            + commitment terms, entropy penalties); zero when the method has none.
+        metrics: scalar tensors for logging; always holds ``perplexity`` and
+            ``usage`` (fraction of the codebook used in this batch), plus any
+            method-specific terms (e.g. ``commitment``).
+    """
+
+    quantized: torch.Tensor
+    indices: torch.Tensor
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor] = attrs.field(factory=dict)
+
+
+def codebook_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:
+    """Perplexity and usage of a batch of indices.
+
+    ``indices`` is ``(..., Q)`` for ``Q`` codebooks or any shape for one codebook
+    (pass ``num_codebooks`` through the trailing dimension). Perplexity is
+    ``exp(entropy)`` of the batch's code histogram, averaged over codebooks;
+    usage is the fraction of the ``codebook_size`` codes that appear at least
+    once, averaged over codebooks. Computed without host synchronisation.
+    """
+    idx = indices.detach().long()
+    if idx.dim() < 4:  # (B, h, w) single codebook
+        idx = idx.unsqueeze(-1)
+    flat = idx.reshape(-1, idx.shape[-1])  # (N, Q)
+    num_q = flat.shape[1]
+    offsets = torch.arange(num_q, device=flat.device) * codebook_size
+    counts = torch.bincount((flat + offsets).reshape(-1), minlength=codebook_size * num_q)
+    counts = counts.reshape(num_q, codebook_size).float()
+    probs = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=1)
+    return {
+        "perplexity": torch.exp(entropy).mean(),
+        "usage": (counts > 0).float().mean(dim=1).mean(),
+    }
+
+
+class Quantizer(nn.Module, abc.ABC):
+    """Maps latents ``(B, dim, h, w)`` to codes.
+
+    Subclasses implement :meth:`quantize` and :meth:`lookup`. :meth:`forward`
+    runs :meth:`quantize` in float32 with autocast disabled, because distance
+    computations and code statistics degrade in reduced precision (FSQ in bf16
+    uses far fewer codes), and fills in ``perplexity`` / ``usage`` when the
+    subclass did not.
+
+    Attributes:
+        dim: channels of the latents this quantizer takes and returns.
+        codebook_size: number of codes per codebook (the index range).
+        num_codebooks: indices per spatial position (1 for plain VQ; ``Q`` for
+            residual / grouped quantizers, whose indices are ``(B, h, w, Q)``).
+    """
+
+    dim: int
+    codebook_size: int
+    num_codebooks: int = 1
+
+    @abc.abstractmethod
+    def quantize(self, z: torch.Tensor) -> QuantizerOutput:
+        """Quantize float32 latents ``(B, dim, h, w)``."""
+
+    @abc.abstractmethod
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Turn indices ``(B, h, w)`` or ``(B, h, w, Q)`` back into latents ``(B, dim, h, w)``."""
+
+    @property
+    def index_shape_suffix(self) -> tuple[int, ...]:
+        """Trailing index dimensions per position: ``()`` or ``(Q,)``."""
+        return () if self.num_codebooks == 1 else (self.num_codebooks,)
+
+    @property
+    def bits_per_position(self) -> float:
+        return self.num_codebooks * math.log2(self.codebook_size)
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            out = self.quantize(z.float())
+        for key, value in codebook_stats(out.indices, self.codebook_size).items():
+            out.metrics.setdefault(key, value)
+        return out

@@ -1,0 +1,137 @@
+"""Reading recipes: TOML files, ``extends`` chains and ``key.path=value`` overrides."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from vqtk.errors import RecipeError, VqtkError
+from vqtk.recipe.converter import RecipeConverter, show
+from vqtk.recipe.schema import Recipe
+from vqtk.registry import Registry, default_registry
+
+MAX_EXTENDS_DEPTH = 32
+
+
+def read_toml(path: Path) -> dict:
+    """Parse one TOML file, turning I/O and syntax errors into one-line messages."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise VqtkError(f"{path}: no such recipe file") from None
+    except IsADirectoryError:
+        raise VqtkError(f"{path}: is a folder, not a recipe file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VqtkError(f"{path}: cannot read: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise VqtkError(f"{path}: invalid TOML: {exc}") from None
+
+
+def merge(base: dict, child: dict) -> dict:
+    """Deep-merge ``child`` over ``base``.
+
+    A table whose ``type`` differs from the base's replaces it whole: a new
+    component is validated against its own fields, never mixed with the old one's.
+    """
+    out = copy.deepcopy(base)
+    for key, value in child.items():
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            if "type" in value and value.get("type") != old.get("type"):
+                out[key] = copy.deepcopy(value)
+            else:
+                out[key] = merge(old, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_raw(path: str | Path, _chain: Optional[list[Path]] = None) -> dict:
+    """A recipe file with its ``extends`` chain resolved (paths are relative to the file)."""
+    path = Path(path)
+    chain = _chain or []
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in [*chain, resolved])
+        raise VqtkError(f"{chain[-1]}: extends: cycle: {cycle}")
+    if len(chain) >= MAX_EXTENDS_DEPTH:
+        raise VqtkError(f"{path}: extends: chain deeper than {MAX_EXTENDS_DEPTH}")
+    data = read_toml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise VqtkError(f"{path}: extends: expected a path string, got {show(parent)}")
+    parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
+    if not parent_path.is_file():
+        raise VqtkError(f"{path}: extends: no such recipe file {parent_path}")
+    return merge(load_raw(parent_path, [*chain, resolved]), data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=VALUE`` with VALUE a TOML literal; a bare word that is not TOML is a string."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not sep or not key or not all(p.strip() for p in parts):
+        raise VqtkError(f"override {text!r}: expected key.path=value")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return [p.strip() for p in parts], parsed
+
+
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``key.path=value`` overrides; ``type`` changes are applied first and reset their table."""
+    out = copy.deepcopy(data)
+    parsed = [parse_override(o) for o in overrides]
+    ordered = [p for p in parsed if p[0][-1] == "type"] + [p for p in parsed if p[0][-1] != "type"]
+    for parts, value in ordered:
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise VqtkError(f"override {'.'.join(parts)}: {where} is {show(child)}, not a table")
+            node = child
+        last = parts[-1]
+        if last == "type" and node.get("type") != value:
+            node.clear()
+        node[last] = value
+    return out
+
+
+def load_recipe(
+    path: str | Path,
+    overrides: Iterable[str] = (),
+    registry: Optional[Registry] = None,
+) -> tuple[Recipe, dict]:
+    """Load, resolve and validate a recipe; returns the recipe and its resolved raw dict.
+
+    Raises :class:`RecipeError` listing every problem as ``dotted.path: message``.
+    """
+    registry = registry or default_registry()
+    raw = apply_overrides(load_raw(path), overrides)
+    converter = RecipeConverter(registry)
+    recipe = converter.structure(raw, Recipe)
+    return recipe, converter.unstructure(recipe)
+
+
+def recipe_from_dict(data: dict, registry: Optional[Registry] = None) -> Recipe:
+    """Validate an already-resolved recipe dict (e.g. one stored in a checkpoint)."""
+    return RecipeConverter(registry or default_registry()).structure(copy.deepcopy(data), Recipe)
+
+
+__all__ = ["RecipeError", "apply_overrides", "load_raw", "load_recipe", "merge", "recipe_from_dict"]

@@ -1,0 +1,117 @@
+"""The recipe schema: the core's own sections, and references to components.
+
+A recipe is TOML. Component tables (``[model.encoder]``, ``[data]``,
+``[loss.NAME]``...) hold ``type = "registered name"`` plus that component's
+config fields; everything else is described by the attrs classes below.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, Optional
+
+import attrs
+
+from vqtk.config import non_negative, positive
+
+
+@attrs.define(kw_only=True)
+class ComponentRef:
+    """A component table after validation: its registered name and structured config."""
+
+    kind: ClassVar[str] = ""
+    type: str
+    config: Any
+
+
+class EncoderRef(ComponentRef):
+    kind = "encoder"
+
+
+class QuantizerRef(ComponentRef):
+    kind = "quantizer"
+
+
+class DecoderRef(ComponentRef):
+    kind = "decoder"
+
+
+class DiscriminatorRef(ComponentRef):
+    kind = "discriminator"
+
+
+class DataRef(ComponentRef):
+    kind = "data"
+
+
+class PriorRef(ComponentRef):
+    kind = "prior"
+
+
+@attrs.define(kw_only=True)
+class LossRef(ComponentRef):
+    """A ``[loss.NAME]`` table: a loss component plus the weight the trainer gives it."""
+
+    kind = "loss"
+    weight: float = 1.0
+
+
+@attrs.define(kw_only=True)
+class ModelSection:
+    """``[model]``: the four learned parts of a VQGAN (the discriminator is optional)."""
+
+    encoder: EncoderRef
+    quantizer: QuantizerRef
+    decoder: DecoderRef
+    discriminator: Optional[DiscriminatorRef] = None
+
+
+@attrs.define(kw_only=True)
+class OptimizerSection:
+    """AdamW settings and the learning-rate schedule of one optimizer."""
+
+    lr: float = attrs.field(default=1e-4, validator=positive)
+    betas: tuple[float, float] = (0.5, 0.9)
+    eps: float = attrs.field(default=1e-8, validator=positive)
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative)
+    #: linear warm-up from 0 over this many steps
+    warmup_steps: int = attrs.field(default=0, validator=non_negative)
+    #: after warm-up: keep lr, or decay it to ``min_lr`` by the last step
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    min_lr: float = attrs.field(default=0.0, validator=non_negative)
+    #: clip the global gradient norm to this value (0 disables clipping)
+    grad_clip: float = attrs.field(default=0.0, validator=non_negative)
+
+
+@attrs.define(kw_only=True)
+class TrainSection:
+    """``[train]``: the stage-1 (tokenizer) training run."""
+
+    steps: int = attrs.field(validator=positive)
+    batch_size: int = attrs.field(validator=positive)
+    #: micro-batches accumulated per optimizer step (effective batch = batch_size * grad_accum)
+    grad_accum: int = attrs.field(default=1, validator=positive)
+    seed: int = 0
+    #: "auto" picks CUDA when available, else CPU; or "cpu", "cuda", "cuda:1"...
+    device: str = "auto"
+    #: bf16 autocast applies on CUDA only; quantizer math always runs in fp32
+    precision: Literal["fp32", "bf16"] = "fp32"
+    num_workers: int = attrs.field(default=0, validator=non_negative)
+    log_every: int = attrs.field(default=10, validator=positive)
+    image_every: int = attrs.field(default=500, validator=positive)
+    checkpoint_every: int = attrs.field(default=500, validator=positive)
+    #: held-out batches scored (PSNR, LPIPS) at each image/ checkpoint interval
+    eval_batches: int = attrs.field(default=2, validator=non_negative)
+    optimizer: OptimizerSection = attrs.Factory(OptimizerSection)
+    disc_optimizer: OptimizerSection = attrs.Factory(OptimizerSection)
+
+
+@attrs.define(kw_only=True)
+class Recipe:
+    """A whole recipe after ``extends`` and overrides are applied and every table is checked."""
+
+    model: ModelSection
+    data: DataRef
+    train: TrainSection
+    loss: dict[str, LossRef] = attrs.Factory(dict)
+    #: a free-form label stored with checkpoints
+    name: str = ""

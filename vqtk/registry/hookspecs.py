@@ -1,0 +1,50 @@
+"""The hooks a vqtk plugin can implement.
+
+A plugin is any object or module with functions marked ``@vqtk.hookimpl``.
+Installed plugins are found through the ``vqtk`` entry-point group::
+
+    [project.entry-points.vqtk]
+    my_plugin = "my_package"          # module holding the hookimpls
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Protocol
+
+import pluggy
+
+PROJECT = "vqtk"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class Register(Protocol):
+    """The ``register`` callable handed to :func:`vqtk_register_components`."""
+
+    def __call__(
+        self,
+        kind: str,
+        name: str,
+        *,
+        config: type,
+        build: Callable[[Any], Any],
+        doc: Optional[str] = None,
+    ) -> None:
+        """Register a component.
+
+        Args:
+            kind: one of ``encoder, quantizer, decoder, discriminator, loss, prior, data``.
+            name: the name recipes use in ``type = "..."``; unique per kind.
+            config: an attrs class; a recipe table (minus ``type``) is structured
+                into it strictly.
+            build: ``build(config) -> component``; the component must subclass the
+                kind's base class from :mod:`vqtk.interfaces`.
+            doc: one-line description for ``vqtk list``; defaults to the first
+                line of ``build``'s or ``config``'s docstring.
+        """
+
+
+class VqtkHookSpec:
+    @hookspec
+    def vqtk_register_components(self, register: Register) -> None:
+        """Register components by calling ``register(kind, name, config=..., build=...)``."""

@@ -1,0 +1,250 @@
+"""Loads plugins one by one and keeps the components they register.
+
+Unlike pluggy's ``load_setuptools_entrypoints``, a plugin that fails to import
+or to register is recorded and reported instead of stopping every other plugin.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import inspect
+import os
+import threading
+from typing import Any, Callable, Iterable, Optional
+
+import attrs
+import pluggy
+
+from vqtk.errors import PluginError, VqtkError
+from vqtk.interfaces import KINDS
+from vqtk.registry.hookspecs import PROJECT, VqtkHookSpec
+
+ENTRY_POINT_GROUP = "vqtk"
+#: Comma-separated entry-point names to load; unset loads all (like LLM_LOAD_PLUGINS).
+ENV_LOAD = "VQTK_LOAD_PLUGINS"
+#: Set to 1 to load no installed plugin at all (tests register their own).
+ENV_DISABLE = "VQTK_DISABLE_PLUGIN_AUTOLOAD"
+
+
+@attrs.frozen
+class ComponentSpec:
+    """A registered component: what a recipe's ``type = name`` refers to."""
+
+    kind: str
+    name: str
+    config: type
+    build: Callable[[Any], Any]
+    plugin: str
+    doc: str = ""
+
+    def create(self, config: Any) -> Any:
+        """Build the component from its structured config and check its kind."""
+        component = self.build(config)
+        base = KINDS[self.kind]
+        if not isinstance(component, base):
+            raise PluginError(
+                f"plugin {self.plugin!r}: {self.kind} {self.name!r} built a "
+                f"{type(component).__name__}, which is not a vqtk.interfaces.{base.__name__}"
+            )
+        return component
+
+
+@attrs.define
+class PluginRecord:
+    """One plugin as ``vqtk plugins`` shows it."""
+
+    name: str
+    version: Optional[str] = None
+    source: str = "entry point"
+    components: list[tuple[str, str]] = attrs.field(factory=list)
+    error: Optional[str] = None
+
+
+def _first_line(text: Optional[str]) -> str:
+    text = inspect.cleandoc(text or "")
+    return text.splitlines()[0] if text else ""
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+
+
+class Registry:
+    """Components by kind and name, gathered from plugins through pluggy.
+
+    ``Registry()`` is empty; :meth:`load_entry_points` adds installed plugins,
+    :meth:`register_plugin` adds an object or module directly (tests, notebooks).
+    """
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(VqtkHookSpec)
+        self._components: dict[str, dict[str, ComponentSpec]] = {kind: {} for kind in KINDS}
+        self.plugins: dict[str, PluginRecord] = {}
+        self._conflicts: dict[tuple[str, str], tuple[str, str]] = {}
+
+    # -- loading -------------------------------------------------------------
+
+    def load_entry_points(
+        self, group: str = ENTRY_POINT_GROUP, only: Optional[Iterable[str]] = None
+    ) -> None:
+        """Import and register every plugin in the entry-point group, one at a time."""
+        wanted = set(only) if only is not None else None
+        seen: set[str] = set()
+        for ep in importlib.metadata.entry_points(group=group):
+            if ep.name in seen or (wanted is not None and ep.name not in wanted):
+                continue
+            seen.add(ep.name)
+            dist = getattr(ep, "dist", None)
+            record = PluginRecord(
+                name=ep.name,
+                version=dist.version if dist is not None else None,
+                source=f"entry point {ep.value}" + (f" ({dist.name})" if dist is not None else ""),
+            )
+            try:
+                plugin = ep.load()
+            except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                record.error = f"failed to import: {_describe(exc)}"
+                self.plugins[ep.name] = record
+                continue
+            self._add(plugin, record)
+
+    def register_plugin(self, plugin: Any, name: Optional[str] = None) -> PluginRecord:
+        """Register a plugin object or module directly (no entry point needed)."""
+        name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        record = PluginRecord(name=name, version=getattr(plugin, "__version__", None), source="direct")
+        self._add(plugin, record)
+        return record
+
+    def unregister_plugin(self, name: str) -> None:
+        """Remove a plugin and every component it registered."""
+        record = self.plugins.pop(name, None)
+        if record is None:
+            return
+        for kind, comp in record.components:
+            spec = self._components[kind].get(comp)
+            if spec is not None and spec.plugin == name:
+                del self._components[kind][comp]
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
+
+    def _add(self, plugin: Any, record: PluginRecord) -> None:
+        name = record.name
+        if name in self.plugins:
+            raise PluginError(f"plugin name {name!r} is registered twice")
+        self.plugins[name] = record
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:  # pluggy validates hook signatures here
+            record.error = f"failed to register: {_describe(exc)}"
+            return
+        pending: list[ComponentSpec] = []
+
+        def register(kind: str, comp_name: str, *, config: type, build: Callable, doc: Optional[str] = None):
+            pending.append(self._make_spec(name, kind, comp_name, config, build, doc))
+
+        try:
+            for impl in self.pm.hook.vqtk_register_components.get_hookimpls():
+                if impl.plugin_name == name:
+                    impl.function(register=register)
+        except BaseException as exc:  # noqa: BLE001
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            record.error = f"failed to register: {_describe(exc)}"
+            self.pm.unregister(name=name)
+            return
+        # all or nothing: a plugin that reuses a taken name is not loaded, and the
+        # name is marked ambiguous so a recipe asking for it names both providers
+        clashes = [s for s in pending if s.name in self._components[s.kind]]
+        if clashes:
+            for spec in clashes:
+                other = self._components[spec.kind][spec.name].plugin
+                self._conflicts[(spec.kind, spec.name)] = (other, spec.plugin)
+            record.error = "duplicate names: " + "; ".join(
+                f"{s.kind} {s.name!r} is registered by both plugin "
+                f"{self._components[s.kind][s.name].plugin!r} and plugin {s.plugin!r}"
+                for s in clashes
+            )
+            self.pm.unregister(name=name)
+            return
+        for spec in pending:
+            self._components[spec.kind][spec.name] = spec
+            record.components.append((spec.kind, spec.name))
+
+    @staticmethod
+    def _make_spec(plugin: str, kind: str, name: str, config: type, build: Callable, doc) -> ComponentSpec:
+        where = f"plugin {plugin!r}"
+        if kind not in KINDS:
+            raise PluginError(f"{where}: unknown component kind {kind!r} (kinds: {', '.join(KINDS)})")
+        if not isinstance(name, str) or not name.isidentifier():
+            raise PluginError(f"{where}: {kind} name {name!r} must be an identifier")
+        if not (isinstance(config, type) and attrs.has(config)):
+            raise PluginError(f"{where}: {kind} {name!r}: config must be an attrs class, got {config!r}")
+        if "type" in {f.name for f in attrs.fields(config)}:
+            raise PluginError(f"{where}: {kind} {name!r}: config may not have a field named 'type'")
+        if not callable(build):
+            raise PluginError(f"{where}: {kind} {name!r}: build must be callable")
+        text = doc or _first_line(build.__doc__) or _first_line(config.__doc__)
+        return ComponentSpec(kind=kind, name=name, config=config, build=build, plugin=plugin, doc=text)
+
+    # -- lookup --------------------------------------------------------------
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._components[kind])
+
+    def components(self, kind: Optional[str] = None) -> list[ComponentSpec]:
+        kinds = [kind] if kind else list(KINDS)
+        return [self._components[k][n] for k in kinds for n in sorted(self._components[k])]
+
+    def failures(self) -> list[PluginRecord]:
+        return [p for p in self.plugins.values() if p.error]
+
+    def get(self, kind: str, name: str) -> ComponentSpec:
+        """The component ``name`` of ``kind``, or a :class:`VqtkError` that helps."""
+        if kind not in self._components:
+            raise VqtkError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")
+        if (kind, name) in self._conflicts:
+            first, second = self._conflicts[(kind, name)]
+            raise PluginError(
+                f"{kind} {name!r} is registered by both plugin {first!r} and plugin {second!r}; "
+                f"uninstall one or choose plugins with {ENV_LOAD}"
+            )
+        try:
+            return self._components[kind][name]
+        except KeyError:
+            raise VqtkError(self.unknown_message(kind, name)) from None
+
+    def unknown_message(self, kind: str, name: Any) -> str:
+        available = self.names(kind)
+        msg = f"unknown {kind} {name!r}"
+        close = difflib.get_close_matches(str(name), available, n=1)
+        if close:
+            msg += f"; did you mean {close[0]!r}?"
+        msg += f" available: {', '.join(available) if available else '(none)'}"
+        broken = self.failures()
+        if broken:
+            msg += "; plugins that failed to load: " + "; ".join(f"{p.name} ({p.error})" for p in broken)
+        return msg
+
+
+_default: Optional[Registry] = None
+_lock = threading.Lock()
+
+
+def default_registry(reload: bool = False) -> Registry:
+    """The process-wide registry with installed plugins loaded (honours VQTK_* env vars)."""
+    global _default
+    with _lock:
+        if _default is None or reload:
+            registry = Registry()
+            if os.environ.get(ENV_DISABLE, "") not in ("", "0"):
+                pass
+            else:
+                only = os.environ.get(ENV_LOAD)
+                names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+                registry.load_entry_points(only=names)
+            _default = registry
+        return _default

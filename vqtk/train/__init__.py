@@ -1,0 +1,1 @@
+"""Training: the stage-1 loop, checkpoints, schedules, logging and images."""

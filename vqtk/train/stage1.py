@@ -1,0 +1,338 @@
+"""Stage 1: train the tokenizer (encoder, quantizer, decoder) against its discriminator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from vqtk import __version__
+from vqtk.build import build_data, build_discriminator, build_losses, build_vqgan, check_data_fits
+from vqtk.errors import VqtkError
+from vqtk.interfaces import LossInputs
+from vqtk.recipe import dump_toml
+from vqtk.recipe.schema import OptimizerSection, Recipe
+from vqtk.registry import Registry, default_registry
+from vqtk.train.checkpoint import load_checkpoint, save_checkpoint
+from vqtk.train.data_stream import BatchStream, StreamState
+from vqtk.train.environment import autocast, pick_device, rng_state, seed_everything, set_rng_state
+from vqtk.train.images import plot_curves, save_grid
+from vqtk.train.metrics_log import MetricsLog, Progress
+from vqtk.train.schedule import learning_rate
+
+log = logging.getLogger("vqtk")
+
+
+def make_optimizer(params, opt: OptimizerSection) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, eps=opt.eps, weight_decay=opt.weight_decay)
+
+
+def psnr(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Mean PSNR in dB of images in ``[-1, 1]``, measured on the ``[0, 1]`` scale."""
+    mse = ((real.float() - fake.float().clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean()
+
+
+class _StopFlag:
+    """First Ctrl-C asks the loop to checkpoint and stop; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("interrupt: finishing this step, then saving a checkpoint (Ctrl-C again to abort)")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class Stage1Trainer:
+    """Trains a VQGAN as a recipe describes, writing everything under ``out_dir``."""
+
+    def __init__(self, recipe: Recipe, resolved: dict, out_dir: Path, *, resume: bool = False,
+                 registry: Optional[Registry] = None, progress: bool = True):
+        self.recipe = recipe
+        self.resolved = resolved
+        self.out = Path(out_dir)
+        self.registry = registry or default_registry()
+        self.cfg = recipe.train
+        self.progress_enabled = progress
+        self.device = pick_device(self.cfg.device)
+        seed_everything(self.cfg.seed)
+
+        self.model = build_vqgan(recipe, self.registry).to(self.device)
+        self.disc = build_discriminator(recipe, self.registry)
+        self.losses = build_losses(recipe, self.registry)
+        self.data = build_data(recipe, self.registry)
+        check_data_fits(self.model, self.data.resolution, self.data.channels)
+        self.adversarial = [e for e in self.losses if e.loss.adversarial]
+        if self.adversarial and self.disc is None:
+            raise VqtkError("model.discriminator: the recipe has an adversarial loss but no discriminator")
+        if self.disc is not None:
+            self.disc.to(self.device)
+        for e in self.losses:
+            e.loss.to(self.device)
+
+        self.opt_g = make_optimizer(self.model.parameters(), self.cfg.optimizer)
+        self.opt_d = make_optimizer(self.disc.parameters(), self.cfg.disc_optimizer) if self.disc else None
+        self.step = 0
+        self.stream_state = StreamState()
+        self.resume_path = self._find_resume() if resume else None
+
+    # -- state -------------------------------------------------------------------
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        mods = {"model": self.model}
+        if self.disc is not None:
+            mods["discriminator"] = self.disc
+        return mods
+
+    def _metadata(self) -> dict[str, str]:
+        plugins = {p.name: p.version or "" for p in self.registry.plugins.values() if not p.error}
+        versions = {"vqtk": __version__, "torch": torch.__version__, "plugins": plugins}
+        return {"recipe": dump_toml(self.resolved), "versions": json.dumps(versions), "stage": "1"}
+
+    def _train_state(self) -> dict[str, Any]:
+        state = {
+            "step": self.step,
+            "opt_g": self.opt_g.state_dict(),
+            "rng": rng_state(),
+            "stream": {"epoch": self.stream.state.epoch, "position": self.stream.state.position},
+        }
+        if self.opt_d is not None:
+            state["opt_d"] = self.opt_d.state_dict()
+        return state
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.out / "checkpoints", self.step, self._modules(), self._metadata(),
+                               self._train_state())
+        log.debug("checkpoint %s", path)
+        return path
+
+    def _find_resume(self) -> Optional[Path]:
+        try:
+            return load_checkpoint(self.out, with_train_state=False).path
+        except VqtkError:
+            return None
+
+    def _restore(self) -> None:
+        ckpt = load_checkpoint(self.resume_path, with_train_state=True)
+        for prefix, module in self._modules().items():
+            result = module.load_state_dict(ckpt.state_dict(prefix), strict=False)
+            if result.missing_keys or result.unexpected_keys:
+                raise VqtkError(
+                    f"{ckpt.path}: does not match this recipe's {prefix} "
+                    f"(missing {result.missing_keys[:4]}, unexpected {result.unexpected_keys[:4]})"
+                )
+        st = ckpt.train_state
+        self.opt_g.load_state_dict(st["opt_g"])
+        if self.opt_d is not None:
+            self.opt_d.load_state_dict(st["opt_d"])
+        self.step = int(st["step"])
+        self.stream_state = StreamState(**st["stream"])
+        set_rng_state(st["rng"])
+        log.info("resumed from %s at step %d", ckpt.path, self.step)
+
+    # -- one step ----------------------------------------------------------------
+
+    def _set_lr(self) -> dict[str, float]:
+        lrs = {}
+        for name, opt, cfg in (("lr", self.opt_g, self.cfg.optimizer), ("lr_d", self.opt_d, self.cfg.disc_optimizer)):
+            if opt is None:
+                continue
+            lr = learning_rate(cfg, self.step, self.cfg.steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            lrs[name] = lr
+        return lrs
+
+    def _generator_terms(self, inputs: LossInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logs: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=self.device)
+        for entry in self.losses:
+            if entry.loss.adversarial:
+                if inputs.reconstruction_loss is None:
+                    inputs.reconstruction_loss = total
+            term = entry.loss.generator_loss(inputs)
+            total = total + entry.weight * term.value
+            logs[f"loss/{entry.name}"] = term.value.detach()
+            for k, v in term.logs.items():
+                logs[f"{entry.name}/{k}"] = v.detach() if torch.is_tensor(v) else torch.tensor(float(v))
+        logs["loss/total"] = total.detach()
+        return total, logs
+
+    def train_step(self, batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One optimizer step of the generator (over ``grad_accum`` micro-batches), then the discriminator."""
+        accum = len(batches)
+        logs: dict[str, torch.Tensor] = {}
+        self.model.train()
+        if self.disc is not None:
+            self.disc.train()
+            self.disc.requires_grad_(False)  # generator pass: gradients flow through D, never into it
+        self.opt_g.zero_grad(set_to_none=True)
+        kept = []
+        for x in batches:
+            with autocast(self.device, self.cfg.precision):
+                out = self.model(x)
+                inputs = LossInputs(real=x, reconstruction=out.reconstruction, quantizer=out.quantizer,
+                                    step=self.step, discriminator=self.disc,
+                                    last_layer=self.model.decoder.last_layer)
+                total, term_logs = self._generator_terms(inputs)
+            (total / accum).backward()
+            for k, v in {**term_logs, **{f"quantizer/{k}": v for k, v in out.quantizer.metrics.items()}}.items():
+                logs[k] = logs.get(k, 0) + v.detach().float() / accum
+            kept.append((x, out.reconstruction.detach(), out.quantizer))
+        if self.cfg.optimizer.grad_clip > 0:
+            logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optimizer.grad_clip)
+        self.opt_g.step()
+
+        if self.opt_d is not None and self.adversarial:
+            self.disc.requires_grad_(True)
+            self.opt_d.zero_grad(set_to_none=True)
+            for x, rec, q in kept:
+                inputs = LossInputs(real=x, reconstruction=rec, quantizer=q, step=self.step,
+                                    discriminator=self.disc)
+                with autocast(self.device, self.cfg.precision):
+                    d_total = torch.zeros((), device=self.device)
+                    for entry in self.adversarial:
+                        term = entry.loss.discriminator_loss(inputs)
+                        if term is None:
+                            continue
+                        d_total = d_total + entry.weight * term.value
+                        for k, v in term.logs.items():
+                            logs[f"{entry.name}/{k}"] = logs.get(f"{entry.name}/{k}", 0) + v.detach().float() / accum
+                if d_total.requires_grad:
+                    (d_total / accum).backward()
+            if self.cfg.disc_optimizer.grad_clip > 0:
+                logs["grad_norm_d"] = torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.cfg.disc_optimizer.grad_clip)
+            self.opt_d.step()
+        return logs
+
+    # -- evaluation and pictures --------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, write_images: bool, tag: str) -> dict[str, float]:
+        eval_set = self.data.eval_set()
+        n = min(len(eval_set), self.cfg.eval_batches * self.cfg.batch_size)
+        if n == 0:
+            return {}
+        self.model.eval()
+        scores: dict[str, float] = {}
+        first = None
+        for start in range(0, n, self.cfg.batch_size):
+            items = [eval_set[i] for i in range(start, min(n, start + self.cfg.batch_size))]
+            x = torch.stack([it[0] if isinstance(it, tuple) else it for it in items]).to(self.device)
+            with autocast(self.device, self.cfg.precision):
+                out = self.model(x)
+            rec = out.reconstruction.float()
+            part = {"eval/psnr": psnr(x, rec)}
+            inputs = LossInputs(real=x, reconstruction=rec, quantizer=out.quantizer, step=self.step)
+            for entry in self.losses:
+                if not entry.loss.adversarial:
+                    part[f"eval/{entry.name}"] = entry.loss.generator_loss(inputs).value
+            part["eval/usage"] = out.quantizer.metrics["usage"]
+            for k, v in part.items():
+                scores[k] = scores.get(k, 0.0) + float(v) * len(items) / n
+            if first is None:
+                first = (x.cpu(), rec.cpu())
+        self.model.train()
+        if write_images and first is not None:
+            save_grid(list(first), self.out / "images" / f"recon_{tag}.png")
+        return scores
+
+    def _plot(self) -> None:
+        series = self.metrics.series()
+        keep = {k: v for k, v in series.items() if k.startswith("loss/") or k == "eval/psnr"}
+        losses = {k: v for k, v in keep.items() if k.startswith("loss/")}
+        plot_curves(losses, self.out / "loss_curve.png", title="stage 1 losses (log scale)")
+        if "eval/psnr" in keep:
+            plot_curves({"eval/psnr": keep["eval/psnr"]}, self.out / "psnr_curve.png", title="held-out PSNR (dB)")
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.resume_path is not None:
+            self._restore()
+        else:
+            (self.out / "recipe.toml").write_text(dump_toml(self.resolved))
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=self.step if self.resume_path else None)
+        train_set = self.data.train_set()
+        self.stream = BatchStream(train_set, batch_size=self.cfg.batch_size, seed=self.cfg.seed,
+                                  num_workers=self.cfg.num_workers, state=self.stream_state)
+        log.info("data: %s", self.data.describe())
+        log.info("device %s, precision %s, %d steps of %d x %d images", self.device, self.cfg.precision,
+                 self.cfg.steps, self.cfg.batch_size, self.cfg.grad_accum)
+        if self.step == 0:
+            scores = self.evaluate(write_images=True, tag="start")
+            self.metrics.write({"step": 0, **scores})
+            if scores:
+                log.info("held-out before training: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in scores.items()))
+        batches = iter(self.stream)
+        progress = Progress(self.cfg.steps, self.step, "stage 1", self.progress_enabled)
+        images_done = 0
+        t_last, step_last = time.perf_counter(), self.step
+        with _StopFlag() as stop:
+            try:
+                while self.step < self.cfg.steps:
+                    lrs = self._set_lr()
+                    micro = [next(batches) for _ in range(self.cfg.grad_accum)]
+                    micro = [(b[0] if isinstance(b, (list, tuple)) else b).to(self.device, non_blocking=True) for b in micro]
+                    logs = self.train_step(micro)
+                    self.step += 1
+                    images_done += sum(m.shape[0] for m in micro)
+                    if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                        now = time.perf_counter()
+                        rate = images_done / max(now - t_last, 1e-9)
+                        record = {"step": self.step, **{k: float(v) for k, v in logs.items()}, **lrs,
+                                  "images_per_s": rate, "epoch": self.stream.state.epoch}
+                        bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+                        self.metrics.write(record)
+                        post = {"loss": f"{record['loss/total']:.4f}",
+                                "usage": f"{record.get('quantizer/usage', float('nan')):.2f}",
+                                "img/s": f"{rate:.1f}"}
+                        progress.update(self.step, post)
+                        progress.line(self.step, post)
+                        t_last, images_done = now, 0
+                        if bad:
+                            raise VqtkError(f"training diverged at step {self.step}: non-finite {', '.join(bad)}; "
+                                            "the last checkpoint is intact")
+                    if self.step % self.cfg.image_every == 0 and self.step < self.cfg.steps:
+                        scores = self.evaluate(write_images=True, tag=f"step_{self.step:06d}")
+                        self.metrics.write({"step": self.step, **scores})
+                        self._plot()
+                    if self.step % self.cfg.checkpoint_every == 0 and self.step < self.cfg.steps:
+                        self.save()
+                    if stop.requested:
+                        path = self.save()
+                        progress.close()
+                        log.warning("stopped at step %d; checkpoint %s (resume with --resume)", self.step, path)
+                        raise KeyboardInterrupt
+            finally:
+                progress.close()
+        scores = self.evaluate(write_images=True, tag="final")
+        self.metrics.write({"step": self.step, **scores})
+        path = self.save()
+        self._plot()
+        if scores:
+            log.info("held-out after training: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in scores.items()))
+        log.info("stage 1 done: checkpoint %s, images in %s", path, self.out / "images")
+        return path
