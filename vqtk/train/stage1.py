@@ -228,8 +228,12 @@ class Stage1Trainer:
 
     # -- evaluation and pictures --------------------------------------------------
 
-    @torch.no_grad()
     def evaluate(self, write_images: bool, tag: str) -> dict[str, float]:
+        """Held-out scores (and a reconstruction grid); leaves every RNG as it found it."""
+        with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            return self._evaluate(write_images, tag)
+
+    def _evaluate(self, write_images: bool, tag: str) -> dict[str, float]:
         eval_set = self.data.eval_set()
         n = min(len(eval_set), self.cfg.eval_batches * self.cfg.batch_size)
         if n == 0:
