@@ -1,0 +1,64 @@
+"""LPIPS perceptual loss (through the ``lpips`` package), frozen and offline."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from vqtk.errors import VqtkError
+from vqtk.interfaces import Loss, LossInputs, LossTerm
+
+from vqtk_builtins.losses.lpips_weights import Net, build_lpips_network
+
+
+class LPIPSLoss(Loss):
+    """Mean LPIPS distance between ``inputs.real`` and ``inputs.reconstruction`` (both in ``[-1, 1]``).
+
+    The network is frozen and always in eval mode (its dropout layers stay
+    off even when the trainer calls ``.train()``). It is held outside the
+    module tree on purpose: its weights come from files, not training, so they
+    stay out of ``parameters()`` (no optimizer ever sees them) and out of
+    ``state_dict()`` (checkpoints do not carry ~60 MB of VGG); ``.to(device)``
+    and dtype casts still move it. :attr:`network` gives access to it.
+    """
+
+    def __init__(
+        self,
+        *,
+        net: Net = "vgg",
+        backbone_weights: Optional[str] = None,
+        pretrained_backbone: bool = True,
+    ):
+        super().__init__()
+        self.net_name = net
+        self.pretrained_backbone = pretrained_backbone
+        model = build_lpips_network(
+            net=net, backbone_weights=backbone_weights, pretrained_backbone=pretrained_backbone
+        )
+        object.__setattr__(self, "_lpips", model)  # bypass nn.Module registration (see class doc)
+
+    @property
+    def network(self) -> nn.Module:
+        """The frozen ``lpips.LPIPS`` network."""
+        return self._lpips
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._lpips._apply(fn)
+        return self
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Per-image LPIPS distance ``(B,)`` between images in ``[-1, 1]``."""
+        if a.shape[1] != 3:
+            raise VqtkError(f"loss lpips: needs 3-channel RGB images, got {a.shape[1]} channels")
+        return self._lpips(a, b).flatten()
+
+    def generator_loss(self, inputs: LossInputs) -> LossTerm:
+        """Mean LPIPS between the real images and their reconstructions."""
+        value = self.distance(inputs.real.contiguous(), inputs.reconstruction.contiguous()).mean()
+        return LossTerm(value=value)
+
+    def extra_repr(self) -> str:
+        return f"net={self.net_name!r}, pretrained_backbone={self.pretrained_backbone}"
