@@ -7,7 +7,7 @@ from typing import Any, Optional
 import attrs
 import torch
 
-from vqtk.errors import VqtkError
+from vqtk.errors import RecipeError, VqtkError
 from vqtk.interfaces import DataSource, Discriminator, Loss
 from vqtk.model import VQGAN
 from vqtk.recipe.schema import ComponentRef, Recipe
@@ -21,7 +21,9 @@ def build_component(ref: ComponentRef, path: str, registry: Optional[Registry] =
     try:
         return spec.create(ref.config)
     except VqtkError as exc:
-        raise VqtkError(f"{path}: {exc}") from None
+        text = str(exc)
+        cls = VqtkError if isinstance(exc, RecipeError) else type(exc)
+        raise cls(text if text.startswith(path) else f"{path}: {text}") from None
     except (ValueError, TypeError) as exc:
         raise VqtkError(f"{path} ({ref.kind} {ref.type!r}): {exc}") from exc
 

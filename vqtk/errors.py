@@ -25,3 +25,7 @@ class RecipeError(VqtkError):
 
 class PluginError(VqtkError):
     """A plugin is broken (failed to import or register, or duplicates a name)."""
+
+
+class MissingFileError(VqtkError):
+    """A file the run needs (weights, data) is not on disk; the message says which and where."""

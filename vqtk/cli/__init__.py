@@ -24,13 +24,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from vqtk import __version__
-    from vqtk.cli import inspect_cmds, reconstruct_cmd, run_cmd
+    from vqtk.cli import inspect_cmds, reconstruct_cmd, run_cmd, sample_cmd
 
     parser = _Parser(prog="vqtk", description="Train and use VQGAN image tokenizers from TOML recipes.")
     parser.add_argument("--version", action="version", version=f"vqtk {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (run_cmd, inspect_cmds, reconstruct_cmd):
+    for module in (run_cmd, inspect_cmds, reconstruct_cmd, sample_cmd):
         module.add_commands(sub)
     return parser
 
@@ -38,7 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # key=value overrides may come after options (vqtk run R --out D a.b=1)
+        late = [e for e in extra if "=" in e and not e.startswith("-")]
+        unknown = [e for e in extra if e not in late]
+        if unknown or (late and not hasattr(args, "overrides")):
+            raise VqtkError(f"unrecognized arguments: {' '.join(unknown or late)}")
+        if late:
+            args.overrides = [*args.overrides, *late]
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO,
             format="%(message)s",

@@ -51,17 +51,21 @@ def cmd_check(args) -> int:
         count_parameters,
         probe_shapes,
     )
+    from vqtk.errors import MissingFileError, VqtkError
     from vqtk.recipe import load_recipe
 
     recipe, _ = load_recipe(args.recipe, args.overrides)
     model = build_vqgan(recipe)
     disc = build_discriminator(recipe)
-    losses = build_losses(recipe)
     data = build_data(recipe)
     check_data_fits(model, data.resolution, data.channels)
+    missing: list[str] = []
+    try:
+        losses = build_losses(recipe)
+    except MissingFileError as exc:  # the recipe is fine; this machine lacks a file the run needs
+        missing.append(str(exc))
+        losses = []
     if any(e.loss.adversarial for e in losses) and disc is None:
-        from vqtk.errors import VqtkError
-
         raise VqtkError("model.discriminator: the recipe has an adversarial loss but no discriminator")
     shapes = probe_shapes(model, disc, data.resolution)
 
@@ -90,8 +94,18 @@ def cmd_check(args) -> int:
     print(f"indices per image: {tuple(shapes['indices'][1:])}")
     if "discriminator" in shapes:
         print(f"discriminator output: {tuple(shapes['discriminator'][1:])}")
-    print("losses: " + ", ".join(f"{e.name} ({type(e.loss).__name__}, weight {e.weight:g})" for e in losses))
+    if losses:
+        print("losses: " + ", ".join(f"{e.name} ({type(e.loss).__name__}, weight {e.weight:g})" for e in losses))
     print(f"data: {data.describe()}")
+    if recipe.prior is not None:
+        from vqtk.build import build_component
+
+        prior = build_component(recipe.prior, "prior")
+        print(f"prior ({recipe.prior.type}): {_millions(count_parameters(prior))} parameters over "
+              f"{tuple(prior.grid_size)} grids of {prior.codebook_size} codes")
+    for text in missing:
+        print(f"warning: {text}")
+        print("warning: the recipe is valid, but `vqtk run` stops until that file is in place")
     return 0
 
 

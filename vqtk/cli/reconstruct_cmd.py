@@ -47,7 +47,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from vqtk.train.stage1 import psnr
 
     model = load(args.checkpoint, device=args.device)
-    size = args.size or model.recipe.data.config.resolution
+    size = args.size or getattr(model.recipe.data.config, "resolution", None) or 256
     f = model.downsample_factor
     if size <= 0 or size % f:
         raise VqtkError(f"--size: {size} must be a positive multiple of the downsampling factor {f}")

@@ -246,6 +246,8 @@ def _format_exception(exc: BaseException, _type: Any) -> str:
         return _EXTRA + "\x02".join(sorted(exc.extra_fields)) + "\x03" + "\x02".join(allowed)
     if isinstance(exc, KeyError):
         return "required field missing"
+    if isinstance(exc, (ValueError, TypeError)):  # a config's own cross-field check
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -105,6 +105,32 @@ class TrainSection:
     disc_optimizer: OptimizerSection = attrs.Factory(OptimizerSection)
 
 
+def _prior_optimizer() -> OptimizerSection:
+    return OptimizerSection(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.01, warmup_steps=100, schedule="cosine")
+
+
+@attrs.define(kw_only=True)
+class PriorTrainSection:
+    """``[prior_train]``: the stage-2 run (a prior over a frozen tokenizer's codes)."""
+
+    steps: int = attrs.field(validator=positive)
+    batch_size: int = attrs.field(validator=positive)
+    seed: int = 0
+    #: times the training set is encoded into the code cache (random crops differ per pass)
+    encode_passes: int = attrs.field(default=1, validator=positive)
+    log_every: int = attrs.field(default=10, validator=positive)
+    sample_every: int = attrs.field(default=1000, validator=positive)
+    checkpoint_every: int = attrs.field(default=1000, validator=positive)
+    #: samples in each written grid
+    num_samples: int = attrs.field(default=16, validator=positive)
+    #: also sample this larger code grid (rows, columns) at the end, by sliding window
+    large_grid: Optional[tuple[int, int]] = None
+    temperature: float = attrs.field(default=1.0, validator=positive)
+    top_k: Optional[int] = attrs.field(default=None, validator=positive)
+    top_p: Optional[float] = attrs.field(default=None, validator=positive)
+    optimizer: OptimizerSection = attrs.Factory(_prior_optimizer)
+
+
 @attrs.define(kw_only=True)
 class Recipe:
     """A whole recipe after ``extends`` and overrides are applied and every table is checked."""
@@ -113,5 +139,12 @@ class Recipe:
     data: DataRef
     train: TrainSection
     loss: dict[str, LossRef] = attrs.Factory(dict)
+    #: stage 2: a prior over the tokenizer's codes (optional)
+    prior: Optional[PriorRef] = None
+    prior_train: Optional[PriorTrainSection] = None
     #: a free-form label stored with checkpoints
     name: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        if (self.prior is None) != (self.prior_train is None):
+            raise ValueError("[prior] and [prior_train] go together: give both or neither")

@@ -216,7 +216,9 @@ class Stage1Trainer:
                         term = entry.loss.discriminator_loss(inputs)
                         if term is None:
                             continue
-                        d_total = d_total + entry.weight * term.value
+                        # the recipe weight scales the generator's adversarial term only (taming's
+                        # disc_weight); the discriminator minimises its own loss unweighted
+                        d_total = d_total + term.value
                         for k, v in term.logs.items():
                             logs[f"{entry.name}/{k}"] = logs.get(f"{entry.name}/{k}", 0) + v.detach().float() / accum
                 if d_total.requires_grad:
@@ -276,6 +278,9 @@ class Stage1Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.resume_path is not None:
             self._restore()
+            if self.step >= self.cfg.steps:
+                log.info("stage 1 already complete at step %d", self.step)
+                return load_checkpoint(self.out).path
         else:
             (self.out / "recipe.toml").write_text(dump_toml(self.resolved))
         self.metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=self.step if self.resume_path else None)

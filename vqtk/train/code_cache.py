@@ -1,0 +1,91 @@
+"""Encoding a dataset into code indices once, and reusing the result.
+
+The cache file is keyed by the tokenizer checkpoint's bytes and the data
+settings, and lives beside the tokenizer's run (``<run>/codes/<key>.safetensors``),
+so any stage-2 run on the same tokenizer and data reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vqtk.model import VQGAN
+from vqtk.train.data_stream import _SeededItems
+
+log = logging.getLogger("vqtk")
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_dir_for(tokenizer_folder: Path) -> Path:
+    """``<run>/codes`` for a checkpoint in ``<run>/checkpoints/step_N``, else ``<folder>/codes``."""
+    if tokenizer_folder.parent.name == "checkpoints":
+        return tokenizer_folder.parent.parent / "codes"
+    return tokenizer_folder / "codes"
+
+
+def cache_key(tokenizer_digest: str, data_toml: str, passes: int, seed: int) -> str:
+    h = hashlib.sha256()
+    for part in (tokenizer_digest, data_toml, str(passes), str(seed)):
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:20]
+
+
+@torch.no_grad()
+def encode_dataset(model: VQGAN, dataset, *, batch_size: int, passes: int, seed: int,
+                   device: torch.device, show_progress: bool = True):
+    """Indices ``(N, h, w[, Q])`` (int64) and labels ``(N,)`` or ``None`` for ``passes`` sweeps."""
+    items = _SeededItems(dataset, seed)
+    n = len(dataset)
+    codes, labels = [], []
+    model.eval()
+    total = passes * n
+    done = 0
+    for p in range(passes):
+        for start in range(0, n, batch_size):
+            batch = [items[(p, i, i)] for i in range(start, min(n, start + batch_size))]
+            if isinstance(batch[0], tuple):
+                labels.extend(int(b[1]) for b in batch)
+                batch = [b[0] for b in batch]
+            x = torch.stack(batch).to(device)
+            codes.append(model.encode_to_indices(x).cpu())
+            done += len(batch)
+            if show_progress and (start // batch_size) % 20 == 0:
+                log.info("encoding training set: %d/%d images", done, total)
+    return torch.cat(codes), (torch.tensor(labels) if labels else None)
+
+
+def load_or_encode(model: VQGAN, dataset, *, cache_dir: Path, key: str, batch_size: int, passes: int,
+                   seed: int, device: torch.device) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    path = cache_dir / f"{key}.safetensors"
+    if path.is_file():
+        try:
+            data = load_file(str(path))
+            log.info("code cache: reusing %s (%d grids)", path, data["codes"].shape[0])
+            return data["codes"], data.get("labels")
+        except Exception as exc:  # a broken cache is rebuilt, never trusted
+            log.warning("code cache %s unreadable (%s); encoding again", path, exc)
+    codes, labels = encode_dataset(model, dataset, batch_size=batch_size, passes=passes, seed=seed, device=device)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {"codes": codes.contiguous()}
+    if labels is not None:
+        tensors["labels"] = labels
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+    log.info("code cache: wrote %s (%d grids of %s)", path, codes.shape[0], tuple(codes.shape[1:]))
+    return codes, labels

@@ -1,0 +1,217 @@
+"""Stage 2: train a prior over a frozen tokenizer's codes, then sample images."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from vqtk import __version__
+from vqtk.build import build_component, build_data, check_data_fits
+from vqtk.errors import VqtkError
+from vqtk.interfaces import Prior, SamplingOptions
+from vqtk.model import VQGAN
+from vqtk.pretrained import load_state_strict, recipe_of
+from vqtk.recipe import dump_toml
+from vqtk.recipe.schema import Recipe
+from vqtk.registry import Registry, default_registry
+from vqtk.train.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
+from vqtk.train.code_cache import cache_dir_for, cache_key, file_digest, load_or_encode
+from vqtk.train.environment import pick_device, rng_state, seed_everything, set_rng_state
+from vqtk.train.images import save_png, tile
+from vqtk.train.metrics_log import MetricsLog, Progress
+from vqtk.train.schedule import learning_rate
+from vqtk.train.stage1 import _StopFlag, make_optimizer
+
+log = logging.getLogger("vqtk")
+
+
+def check_prior_fits(prior: Prior, tokenizer: VQGAN, grid: tuple[int, int], quantizer_type: str) -> None:
+    q = tokenizer.quantizer
+    if q.num_codebooks != 1 and not getattr(prior, "supports_multi_index", False):
+        raise VqtkError(
+            f"prior: {type(prior).__name__} models one index per position, but model.quantizer "
+            f"{quantizer_type!r} gives {q.num_codebooks} per position; use a single-codebook quantizer"
+        )
+    if prior.codebook_size != q.codebook_size:
+        raise VqtkError(
+            f"prior.codebook_size: {prior.codebook_size} does not match the tokenizer's {q.codebook_size} codes"
+        )
+    if tuple(prior.grid_size) != tuple(grid):
+        raise VqtkError(f"prior.grid_size: {tuple(prior.grid_size)} does not match the tokenizer's code grid {grid}")
+
+
+def load_tokenizer(path, registry: Registry, device: torch.device) -> tuple[VQGAN, Recipe, Path]:
+    from vqtk.build import build_vqgan
+
+    ckpt = load_checkpoint(path)
+    recipe = recipe_of(ckpt, registry)
+    model = build_vqgan(recipe, registry)
+    load_state_strict(model, ckpt.state_dict("model"), str(ckpt.path))
+    model.to(device).eval().requires_grad_(False)
+    return model, recipe, ckpt.path
+
+
+class Stage2Trainer:
+    """Trains ``[prior]`` with ``[prior_train]`` on codes of the tokenizer at ``tokenizer_path``."""
+
+    def __init__(self, recipe: Recipe, resolved: dict, out_dir: Path, tokenizer_path, *, resume: bool = False,
+                 registry: Optional[Registry] = None, progress: bool = True):
+        if recipe.prior is None or recipe.prior_train is None:
+            raise VqtkError("prior: this recipe has no [prior] / [prior_train] tables (stage 2)")
+        self.recipe, self.resolved = recipe, resolved
+        self.out = Path(out_dir)
+        self.registry = registry or default_registry()
+        self.cfg = recipe.prior_train
+        self.progress_enabled = progress
+        self.device = pick_device(recipe.train.device)
+        seed_everything(self.cfg.seed)
+        self.tokenizer, tok_recipe, self.tokenizer_folder = load_tokenizer(tokenizer_path, self.registry, self.device)
+        self.data = build_data(recipe, self.registry)
+        check_data_fits(self.tokenizer, self.data.resolution, self.data.channels)
+        self.grid = self.tokenizer.latent_grid(self.data.resolution, self.data.resolution)
+        self.prior = build_component(recipe.prior, "prior", self.registry)
+        check_prior_fits(self.prior, self.tokenizer, self.grid, tok_recipe.model.quantizer.type)
+        if self.prior.num_classes and not self.data.num_classes:
+            raise VqtkError(f"prior.num_classes: {self.prior.num_classes} classes, but the data has no labels")
+        self.prior.to(self.device)
+        self.opt = make_optimizer(self.prior.parameters(), self.cfg.optimizer)
+        self.step, self.epoch, self.position = 0, 0, 0
+        self.resume = resume
+
+    def _tensors(self) -> dict[str, torch.nn.Module]:
+        return {"prior": self.prior, "model": self.tokenizer}
+
+    def save(self) -> Path:
+        versions = {"vqtk": __version__, "torch": torch.__version__,
+                    "plugins": {p.name: p.version or "" for p in self.registry.plugins.values() if not p.error}}
+        meta = {"recipe": dump_toml(self.resolved), "versions": json.dumps(versions), "stage": "2",
+                "tokenizer": str(self.tokenizer_folder)}
+        state = {"step": self.step, "opt": self.opt.state_dict(), "rng": rng_state(),
+                 "stream": {"epoch": self.epoch, "position": self.position}}
+        return save_checkpoint(self.out / "checkpoints", self.step, self._tensors(), meta, state)
+
+    def _restore(self) -> None:
+        ckpt = load_checkpoint(self.out, with_train_state=True)
+        load_state_strict(self.prior, ckpt.state_dict("prior"), str(ckpt.path))
+        st = ckpt.train_state
+        self.opt.load_state_dict(st["opt"])
+        self.step = int(st["step"])
+        self.epoch, self.position = int(st["stream"]["epoch"]), int(st["stream"]["position"])
+        set_rng_state(st["rng"])
+        log.info("stage 2 resumed from %s at step %d", ckpt.path, self.step)
+
+    def _codes(self):
+        digest = file_digest(self.tokenizer_folder / MODEL_FILE)
+        data_toml = dump_toml({"data": self.resolved.get("data", {})})
+        key = cache_key(digest, data_toml, self.cfg.encode_passes, self.cfg.seed)
+        return load_or_encode(self.tokenizer, self.data.train_set(), cache_dir=cache_dir_for(self.tokenizer_folder),
+                              key=key, batch_size=max(self.recipe.train.batch_size, 8),
+                              passes=self.cfg.encode_passes, seed=self.cfg.seed, device=self.device)
+
+    def _batches(self, n: int):
+        b = self.cfg.batch_size
+        while True:
+            g = torch.Generator().manual_seed(self.cfg.seed * 7_919 + self.epoch)
+            order = torch.randperm(n, generator=g)
+            while self.position + b <= n:
+                idx = order[self.position : self.position + b]
+                self.position += b
+                yield idx
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def options(self) -> SamplingOptions:
+        return SamplingOptions(temperature=self.cfg.temperature, top_k=self.cfg.top_k, top_p=self.cfg.top_p)
+
+    @torch.no_grad()
+    def write_samples(self, tag: str, grid: Optional[tuple[int, int]] = None) -> Path:
+        self.prior.eval()
+        with torch.random.fork_rng(devices=[]):
+            g = torch.Generator(device="cpu").manual_seed(self.cfg.seed + 1)
+            labels = None
+            if self.prior.num_classes:
+                labels = torch.arange(self.cfg.num_samples, device=self.device) % self.prior.num_classes
+            idx = self.prior.sample(self.cfg.num_samples, grid_size=grid, labels=labels, options=self.options(),
+                                    generator=g)
+            images = self.tokenizer.decode_indices(idx.to(self.device)).float()
+        self.prior.train()
+        return save_png(tile(images.cpu()), self.out / "samples" / f"{tag}.png")
+
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.resume and (self.out / "checkpoints" / "last").exists():
+            self._restore()
+            if self.step >= self.cfg.steps:
+                log.info("stage 2 already complete at step %d", self.step)
+                return load_checkpoint(self.out).path
+        codes, labels = self._codes()
+        if codes.shape[0] < self.cfg.batch_size:
+            raise VqtkError(f"prior_train.batch_size: {self.cfg.batch_size} exceeds the {codes.shape[0]} encoded grids")
+        codes = codes.to(self.device)
+        labels = labels.to(self.device) if labels is not None else None
+        metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=self.step if self.step else None)
+        progress = Progress(self.cfg.steps, self.step, "stage 2", self.progress_enabled)
+        stream = self._batches(codes.shape[0])
+        tokens = 0
+        t_last = time.perf_counter()
+        log.info("stage 2: %s prior, %d code grids of %s, %d steps of %d",
+                 self.recipe.prior.type, codes.shape[0], tuple(codes.shape[1:]), self.cfg.steps, self.cfg.batch_size)
+        self.prior.train()
+        with _StopFlag() as stop:
+            try:
+                while self.step < self.cfg.steps:
+                    lr = learning_rate(self.cfg.optimizer, self.step, self.cfg.steps)
+                    for group in self.opt.param_groups:
+                        group["lr"] = lr
+                    idx = next(stream).to(self.device)
+                    out = self.prior.loss(codes[idx], labels[idx] if labels is not None else None)
+                    self.opt.zero_grad(set_to_none=True)
+                    out.loss.backward()
+                    if self.cfg.optimizer.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(self.prior.parameters(), self.cfg.optimizer.grad_clip)
+                    self.opt.step()
+                    self.step += 1
+                    tokens += idx.numel() * math.prod(codes.shape[1:])
+                    if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                        now = time.perf_counter()
+                        loss = float(out.loss)
+                        if not math.isfinite(loss):
+                            raise VqtkError(f"stage 2 diverged at step {self.step}: loss {loss}; the last checkpoint is intact")
+                        record = {"step": self.step, "loss": loss, "bits_per_token": loss / math.log(2), "lr": lr,
+                                  "tokens_per_s": tokens / max(now - t_last, 1e-9), "epoch": self.epoch,
+                                  **{k: float(v) for k, v in out.metrics.items()}}
+                        metrics.write(record)
+                        post = {"loss": f"{loss:.4f}", "bits/tok": f"{record['bits_per_token']:.3f}",
+                                "tok/s": f"{record['tokens_per_s']:.0f}"}
+                        progress.update(self.step, post)
+                        progress.line(self.step, post)
+                        tokens, t_last = 0, now
+                    if self.step % self.cfg.sample_every == 0 and self.step < self.cfg.steps:
+                        self.write_samples(f"step_{self.step:06d}")
+                    if self.step % self.cfg.checkpoint_every == 0 and self.step < self.cfg.steps:
+                        self.save()
+                    if stop.requested:
+                        path = self.save()
+                        log.warning("stopped at step %d; checkpoint %s (resume with --resume)", self.step, path)
+                        raise KeyboardInterrupt
+            finally:
+                progress.close()
+        path = self.save()
+        grid_png = self.write_samples("final")
+        log.info("samples: %s", grid_png)
+        if self.cfg.large_grid is not None:
+            large = self.write_samples("final_large", tuple(self.cfg.large_grid))
+            f = self.tokenizer.downsample_factor
+            log.info("larger-than-training samples (%dx%d px): %s", self.cfg.large_grid[0] * f,
+                     self.cfg.large_grid[1] * f, large)
+        from vqtk.train.images import plot_curves
+
+        plot_curves({"loss": metrics.series(["loss"]).get("loss", [])}, self.out / "loss_curve.png",
+                    title="stage 2 prior loss (nats/token, log scale)")
+        log.info("stage 2 done: checkpoint %s", path)
+        return path
