@@ -179,7 +179,7 @@ class Stage2Trainer:
                     tokens += idx.numel() * math.prod(codes.shape[1:])
                     if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
                         now = time.perf_counter()
-                        loss = float(out.loss)
+                        loss = float(out.loss.detach())
                         if not math.isfinite(loss):
                             raise VqtkError(f"stage 2 diverged at step {self.step}: loss {loss}; the last checkpoint is intact")
                         record = {"step": self.step, "loss": loss, "bits_per_token": loss / math.log(2), "lr": lr,

@@ -130,7 +130,9 @@ class FactorizedConfig:
     entropy_temperature: float = attrs.field(default=100.0, validator=positive)
     kmeans_init: bool = False
     kmeans_iters: int = attrs.field(default=10, validator=positive)
-    threshold_ema_dead_code: float = attrs.field(default=0.0, validator=non_negative)
+    #: replace codes whose EMA usage falls below this by recent encoder outputs (0 disables);
+    #: without it the quick start's codebook collapsed to a single code within 50 steps
+    threshold_ema_dead_code: float = attrs.field(default=2.0, validator=non_negative)
     dead_code_decay: float = attrs.field(default=0.8, validator=open_unit_interval)
     rotation_trick: bool = False
     #: all-reduce k-means / dead-code statistics across processes (see vq)
