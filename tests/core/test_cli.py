@@ -82,8 +82,8 @@ class _FixedParser:
     def __init__(self, args):
         self.args = args
 
-    def parse_args(self, argv):
-        return self.args
+    def parse_known_args(self, argv):
+        return self.args, []
 
 
 def test_console_script_exit_code_for_bad_input(tmp_path):
@@ -93,3 +93,29 @@ def test_console_script_exit_code_for_bad_input(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"vqtk: error: {bad}: invalid TOML")
     assert "Traceback" not in proc.stderr
+
+
+def test_unwritable_output_is_a_one_line_error(toy, tmp_path, capsys):
+    import os
+
+    if os.geteuid() == 0:
+        # root ignores permissions: simulate a read-only file system instead
+        import vqtk.train.stage1 as stage1
+
+        def read_only(*a, **k):
+            raise OSError(30, "Read-only file system", str(tmp_path / "ro" / "recipe.toml"))
+
+        mp = pytest.MonkeyPatch()
+        mp.setattr(stage1, "dump_toml", read_only)
+        try:
+            code = main(["run", str(toy), "--out", str(tmp_path / "ro"), "--no-progress"])
+        finally:
+            mp.undo()
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        code = main(["run", str(toy), "--out", str(ro / "run"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vqtk: error: ") and len(err.strip().splitlines()) == 1

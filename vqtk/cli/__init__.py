@@ -8,12 +8,16 @@ interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 import traceback
 from typing import Optional, Sequence
 
 from vqtk.errors import VqtkError
+
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,6 +68,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            traceback.print_exc()
+            print("vqtk: internal error (the traceback above is a bug in vqtk or a plugin)", file=sys.stderr)
+            return 1
+        where = exc.filename or "output"
+        print(f"vqtk: error: cannot write {where}: {exc.strerror}; earlier checkpoints are intact",
+              file=sys.stderr)
+        return 2
     except Exception:  # a bug: keep the traceback, it is what a bug report needs
         traceback.print_exc()
         print("vqtk: internal error (the traceback above is a bug in vqtk or a plugin)", file=sys.stderr)
