@@ -1,0 +1,186 @@
+"""Autoregressive transformer prior over the raster-ordered code grid (taming-transformers' stage 2)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from x_transformers import Decoder, TransformerWrapper
+
+from vqtk.interfaces import Prior, PriorOutput, SamplingOptions
+from vqtk_builtins.priors.checks import (
+    check_batch_size,
+    check_grid,
+    check_indices,
+    check_labels,
+    check_options,
+)
+from vqtk_builtins.priors.conditioning import ClassTokens
+from vqtk_builtins.priors.sampling import draw, guide, window_context, window_origin
+
+
+class GPTPrior(Prior):
+    """A causal x-transformers decoder predicting each code from the codes before it in raster order.
+
+    The sequence starts with one prefix token: a learned start token for
+    unconditional priors, the class token for conditional ones (token ids
+    ``codebook_size + c``; with ``label_dropout > 0`` a null class
+    ``codebook_size + num_classes`` replaces labels at that rate during training,
+    which classifier-free guidance needs). Logits cover the ``codebook_size``
+    codes only.
+
+    Sampling runs its own loop over ``TransformerWrapper`` calls (with
+    x-transformers' KV cache, or without it) so that cached and uncached decoding
+    draw random numbers identically, and so that classifier-free guidance and
+    sliding windows fit in. Grids larger than the training grid are sampled with
+    taming's sliding window: each position is predicted from the training-size
+    window centred on it (clamped to the borders), using only the window's raster
+    context. Smaller grids are the top-left crop of a training-size sample.
+
+    Multi-index codes ``(B, h, w, Q)`` from residual quantizers are refused.
+
+    Args:
+        codebook_size: number of codes it models.
+        grid_size: ``(h, w)`` code grid it is trained on.
+        dim: transformer width.
+        depth: number of decoder blocks.
+        heads: attention heads (``dim`` must be divisible by ``heads``).
+        dropout: dropout on embeddings, attention and feed-forward layers.
+        rotary: rotary position embeddings instead of learned absolute ones.
+        num_classes: class labels for conditional priors, 0 for unconditional.
+        label_dropout: probability of replacing a label by the null class in training.
+    """
+
+    name = "gpt"
+
+    def __init__(
+        self,
+        *,
+        codebook_size: int,
+        grid_size: tuple[int, int],
+        dim: int = 512,
+        depth: int = 8,
+        heads: int = 8,
+        dropout: float = 0.0,
+        rotary: bool = True,
+        num_classes: int = 0,
+        label_dropout: float = 0.0,
+    ):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if label_dropout > 0 and num_classes == 0:
+            raise ValueError("label_dropout > 0 needs num_classes > 0 (it trains the null class of guidance)")
+        self.codebook_size = codebook_size
+        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
+        self.num_classes = num_classes
+        self.label_dropout = label_dropout
+        self.classes = ClassTokens(
+            first_id=codebook_size, num_classes=num_classes, label_dropout=label_dropout, always_prefix=True
+        )
+        seq_len = self.grid_size[0] * self.grid_size[1]  # prefix + all codes but the last
+        self.net = TransformerWrapper(
+            num_tokens=codebook_size + self.classes.num_tokens,
+            logits_dim=codebook_size,
+            max_seq_len=seq_len,
+            use_abs_pos_emb=not rotary,
+            emb_dropout=dropout,
+            attn_layers=Decoder(
+                dim=dim,
+                depth=depth,
+                heads=heads,
+                attn_dim_head=dim // heads,
+                attn_dropout=dropout,
+                ff_dropout=dropout,
+                attn_flash=True,
+                rotary_pos_emb=rotary,
+                # rotate at least 32 dims of each head where the head is that wide
+                rotary_emb_dim=min(dim // heads, max(32, dim // heads // 2)),
+                verbose=False,
+            ),
+        )
+
+    def loss(self, indices: torch.Tensor, labels: Optional[torch.Tensor] = None) -> PriorOutput:
+        """Mean next-code negative log-likelihood (nats) of ``indices (B, h, w)``, with accuracy and bits per token."""
+        check_indices(indices, name=self.name, codebook_size=self.codebook_size, grid_size=self.grid_size)
+        batch = indices.shape[0]
+        labels = check_labels(labels, name=self.name, batch_size=batch, num_classes=self.num_classes)
+        tokens = indices.reshape(batch, -1).long()
+        prefix = self.classes.prefix(labels, batch, tokens.device)
+        if self.training:
+            prefix = self.classes.drop(prefix)
+        logits = self.net(torch.cat((prefix, tokens[:, :-1]), dim=1)).float()
+        loss = F.cross_entropy(logits.transpose(1, 2), tokens)
+        with torch.no_grad():
+            accuracy = (logits.argmax(dim=-1) == tokens).float().mean()
+        return PriorOutput(
+            loss=loss,
+            metrics={"accuracy": accuracy, "bits_per_token": loss.detach() / math.log(2)},
+        )
+
+    @torch.no_grad()
+    def sample(
+        self,
+        batch_size: int,
+        *,
+        grid_size: Optional[tuple[int, int]] = None,
+        labels: Optional[torch.Tensor] = None,
+        options: SamplingOptions = SamplingOptions(),
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """Sample ``(batch_size, h, w)`` code grids position by position in raster order.
+
+        ``grid_size`` larger than the training grid (either side) switches to
+        sliding-window sampling. ``options.use_cache`` reuses x-transformers'
+        key/value cache while the window stays put (always, at the training
+        size); both paths give the same tokens under the same ``generator``.
+        """
+        check_batch_size(batch_size, name=self.name)
+        check_options(
+            options, name=self.name, num_classes=self.num_classes,
+            label_dropout=self.label_dropout, iterative=False,
+        )
+        rows, cols = check_grid(grid_size or self.grid_size, name=self.name)
+        labels = check_labels(labels, name=self.name, batch_size=batch_size, num_classes=self.num_classes)
+        h, w = self.grid_size
+        device = next(self.parameters()).device
+
+        prefix = self.classes.prefix(labels, batch_size, device)
+        guided = options.cfg_scale != 1.0
+        if guided:
+            prefix = torch.cat((prefix, self.classes.null_prefix(batch_size, device)), dim=0)
+
+        # a narrower or shorter request is the top-left crop of a training-size grid;
+        # rows below the request never influence it, columns right of it may
+        height, width = max(rows, h), max(cols, w)
+        out = torch.zeros(batch_size, rows, width, dtype=torch.long, device=device)
+        use_cache = options.use_cache and self.net.can_cache_kv
+        was_training = self.training
+        self.eval()
+        try:
+            cache, cached_window = None, None
+            for i in range(rows):
+                top = window_origin(i, h, height)
+                for j in range(width):
+                    left = window_origin(j, w, width)
+                    context = window_context(out, i, j, top, left, w)
+                    if guided:
+                        context = context.repeat(2, 1)
+                    seq = torch.cat((prefix, context), dim=1)
+                    if use_cache:
+                        # the cache holds this window's context up to the previous position
+                        reuse = cache if cached_window == (top, left) else None
+                        logits, cache = self.net(seq, cache=reuse, return_intermediates=True)
+                        cached_window = (top, left)
+                    else:
+                        logits = self.net(seq)
+                    logits = logits[:, -1].float()
+                    if guided:
+                        cond, uncond = logits.chunk(2, dim=0)
+                        logits = guide(cond, uncond, options.cfg_scale)
+                    out[:, i, j] = draw(logits, options, generator).tokens
+        finally:
+            self.train(was_training)
+        return out[:, :, :cols]

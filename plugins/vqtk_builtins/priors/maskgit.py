@@ -1,0 +1,224 @@
+"""Bidirectional masked prior decoded iteratively (MaskGIT, Chang et al. 2022)."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from x_transformers import Encoder, TransformerWrapper
+
+from vqtk.interfaces import Prior, PriorOutput, SamplingOptions
+from vqtk_builtins.priors.checks import (
+    PriorInputError,
+    check_batch_size,
+    check_grid,
+    check_indices,
+    check_labels,
+    check_options,
+)
+from vqtk_builtins.priors.conditioning import ClassTokens
+from vqtk_builtins.priors.sampling import draw, guide, gumbel
+from vqtk_builtins.priors.schedule import Schedule, mask_ratio, masked_counts
+
+
+class MaskGITPrior(Prior):
+    """An x-transformers encoder that predicts masked codes from the visible ones.
+
+    Training masks a fraction ``mask_ratio(u)``, ``u ~ U(0, 1)`` (cosine:
+    ``cos(pi/2 * u)``), of each grid's codes with the mask token
+    ``codebook_size``; the loss is the mean cross-entropy (nats) over the masked
+    positions only. Conditional priors prepend a class token
+    (``codebook_size + 1 + c``; the null class follows the classes when
+    ``label_dropout > 0``).
+
+    Sampling starts from an all-masked grid; at each step it samples every
+    masked position (temperature, top-k, top-p, classifier-free guidance), then
+    re-masks the least confident new tokens, confidence being the token's
+    log-probability plus Gumbel noise annealed by
+    ``choice_temperature * (1 - t / steps)``, so that the number still masked
+    follows :func:`~vqtk_builtins.priors.schedule.masked_counts`. Grids larger
+    than the training grid are refused (use the ``gpt`` prior's sliding window);
+    smaller ones are the top-left crop of a training-size sample.
+
+    Args:
+        codebook_size: number of codes it models.
+        grid_size: ``(h, w)`` code grid it is trained on.
+        dim: transformer width.
+        depth: number of encoder blocks.
+        heads: attention heads (``dim`` must be divisible by ``heads``).
+        dropout: dropout on embeddings, attention and feed-forward layers.
+        steps: decoding steps when ``SamplingOptions.steps`` is None.
+        num_classes: class labels for conditional priors, 0 for unconditional.
+        label_dropout: probability of replacing a label by the null class in training.
+        schedule: masking schedule, ``"cosine"`` or ``"linear"``.
+        choice_temperature: scale of the Gumbel noise on confidences at the first step.
+    """
+
+    name = "maskgit"
+
+    def __init__(
+        self,
+        *,
+        codebook_size: int,
+        grid_size: tuple[int, int],
+        dim: int = 512,
+        depth: int = 8,
+        heads: int = 8,
+        dropout: float = 0.0,
+        steps: int = 8,
+        num_classes: int = 0,
+        label_dropout: float = 0.0,
+        schedule: Schedule = "cosine",
+        choice_temperature: float = 4.5,
+    ):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if label_dropout > 0 and num_classes == 0:
+            raise ValueError("label_dropout > 0 needs num_classes > 0 (it trains the null class of guidance)")
+        mask_ratio(schedule, 0.5)  # raises on an unknown schedule
+        self.codebook_size = codebook_size
+        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
+        self.num_classes = num_classes
+        self.label_dropout = label_dropout
+        self.steps = steps
+        self.schedule = schedule
+        self.choice_temperature = choice_temperature
+        self.mask_id = codebook_size
+        self.classes = ClassTokens(
+            first_id=codebook_size + 1, num_classes=num_classes, label_dropout=label_dropout, always_prefix=False
+        )
+        self.prefix_len = int(self.classes.has_prefix)
+        self.net = TransformerWrapper(
+            num_tokens=codebook_size + 1 + self.classes.num_tokens,
+            logits_dim=codebook_size,
+            max_seq_len=self.prefix_len + self.grid_size[0] * self.grid_size[1],
+            emb_dropout=dropout,
+            attn_layers=Encoder(
+                dim=dim,
+                depth=depth,
+                heads=heads,
+                attn_dim_head=dim // heads,
+                attn_dropout=dropout,
+                ff_dropout=dropout,
+                attn_flash=True,
+            ),
+        )
+
+    def _logits(self, tokens: torch.Tensor, prefix: Optional[torch.Tensor]) -> torch.Tensor:
+        """Logits ``(B, n, codebook_size)`` of the code positions of ``tokens (B, n)``."""
+        seq = tokens if prefix is None else torch.cat((prefix, tokens), dim=1)
+        return self.net(seq)[:, self.prefix_len :].float()
+
+    def loss(self, indices: torch.Tensor, labels: Optional[torch.Tensor] = None) -> PriorOutput:
+        """Mean cross-entropy (nats) on a schedule-drawn random subset of masked positions of ``indices (B, h, w)``."""
+        check_indices(indices, name=self.name, codebook_size=self.codebook_size, grid_size=self.grid_size)
+        batch = indices.shape[0]
+        labels = check_labels(labels, name=self.name, batch_size=batch, num_classes=self.num_classes)
+        tokens = indices.reshape(batch, -1).long()
+        n, device = tokens.shape[1], tokens.device
+
+        ratio = mask_ratio(self.schedule, torch.rand(batch, device=device))
+        num_masked = (ratio * n).ceil().clamp(1, n)
+        rank = torch.rand(batch, n, device=device).argsort(dim=-1).argsort(dim=-1)
+        masked = rank < num_masked[:, None]
+
+        prefix = self.classes.prefix(labels, batch, device)
+        if self.training:
+            prefix = self.classes.drop(prefix)
+        logits = self._logits(tokens.masked_fill(masked, self.mask_id), prefix)
+        loss = F.cross_entropy(logits[masked], tokens[masked])
+        with torch.no_grad():
+            accuracy = (logits[masked].argmax(dim=-1) == tokens[masked]).float().mean()
+        return PriorOutput(
+            loss=loss,
+            metrics={
+                "accuracy": accuracy,
+                "bits_per_token": loss.detach() / math.log(2),
+                "mask_ratio": masked.float().mean(),
+            },
+        )
+
+    @torch.no_grad()
+    def decode(
+        self,
+        batch_size: int,
+        *,
+        labels: Optional[torch.Tensor] = None,
+        options: SamplingOptions = SamplingOptions(),
+        generator: Optional[torch.Generator] = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Iterative decoding of training-size grids.
+
+        Returns the tokens ``(B, h, w)`` and, for each step run, how many
+        positions of each grid were still masked after it (``(steps, B)``; it
+        follows :func:`~vqtk_builtins.priors.schedule.masked_counts`, and decoding
+        stops early once nothing is masked, when ``steps`` exceeds the grid).
+        """
+        check_batch_size(batch_size, name=self.name)
+        check_options(
+            options, name=self.name, num_classes=self.num_classes,
+            label_dropout=self.label_dropout, iterative=True,
+        )
+        labels = check_labels(labels, name=self.name, batch_size=batch_size, num_classes=self.num_classes)
+        h, w = self.grid_size
+        n = h * w
+        device = next(self.parameters()).device
+        steps = options.steps or self.steps
+
+        prefix = self.classes.prefix(labels, batch_size, device)
+        guided = options.cfg_scale != 1.0
+        if guided:
+            prefix = torch.cat((prefix, self.classes.null_prefix(batch_size, device)), dim=0)
+
+        tokens = torch.full((batch_size, n), self.mask_id, dtype=torch.long, device=device)
+        history = []
+        was_training = self.training
+        self.eval()
+        try:
+            for t, remaining in enumerate(masked_counts(n, steps, self.schedule)):
+                if guided:
+                    cond, uncond = self._logits(tokens.repeat(2, 1), prefix).chunk(2, dim=0)
+                    logits = guide(cond, uncond, options.cfg_scale)
+                else:
+                    logits = self._logits(tokens, prefix)
+                drawn = draw(logits.reshape(batch_size * n, -1), options, generator)
+                unknown = tokens == self.mask_id
+                sampled = torch.where(unknown, drawn.tokens.view(batch_size, n), tokens)
+                if remaining == 0:
+                    tokens = sampled
+                    history.append((tokens == self.mask_id).sum(dim=-1))
+                    break
+                noise = gumbel((batch_size, n), generator=generator, device=device)
+                temperature = self.choice_temperature * (1 - (t + 1) / steps)
+                confidence = drawn.log_probs.view(batch_size, n) + temperature * noise
+                confidence = confidence.masked_fill(~unknown, float("inf"))
+                remask = confidence.topk(remaining, dim=-1, largest=False).indices
+                tokens = sampled.scatter(1, remask, self.mask_id)
+                history.append((tokens == self.mask_id).sum(dim=-1))
+        finally:
+            self.train(was_training)
+        return tokens.view(batch_size, h, w), torch.stack(history)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        batch_size: int,
+        *,
+        grid_size: Optional[tuple[int, int]] = None,
+        labels: Optional[torch.Tensor] = None,
+        options: SamplingOptions = SamplingOptions(),
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """Sample ``(batch_size, h, w)`` grids by MaskGIT decoding in ``options.steps`` (default: ``steps``) steps."""
+        rows, cols = check_grid(grid_size or self.grid_size, name=self.name)
+        h, w = self.grid_size
+        if rows > h or cols > w:
+            raise PriorInputError(
+                f"maskgit prior samples grids up to its training grid {h}x{w}, asked for {rows}x{cols}; "
+                "use the gpt prior (sliding-window sampling) for larger grids"
+            )
+        tokens, _ = self.decode(batch_size, labels=labels, options=options, generator=generator)
+        return tokens[:, :rows, :cols]
