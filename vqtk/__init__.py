@@ -16,6 +16,7 @@ from vqtk.interfaces import (
     SamplingOptions,
 )
 from vqtk.model import VQGAN, VQGANOutput
+from vqtk.pretrained import load
 from vqtk.registry import Registry, default_registry, hookimpl
 
 __version__ = "0.1.0"
@@ -41,4 +42,5 @@ __all__ = [
     "__version__",
     "default_registry",
     "hookimpl",
+    "load",
 ]
