@@ -96,6 +96,9 @@ class BatchStream:
                 num_workers=self.num_workers,
                 drop_last=True,
                 persistent_workers=False,
+                # the loader draws a base seed when iterated; from its own generator, so that
+                # re-creating it on resume leaves the global RNG (dropout, code restarts) untouched
+                generator=torch.Generator().manual_seed(self.seed * 31 + epoch),
             )
             for batch in loader:
                 self.state.position += global_batch

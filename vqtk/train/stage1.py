@@ -242,7 +242,6 @@ class Stage1Trainer:
             return {}
         self.model.eval()
         scores: dict[str, float] = {}
-        first = None
         for start in range(0, n, self.cfg.batch_size):
             items = [eval_set[i] for i in range(start, min(n, start + self.cfg.batch_size))]
             x = torch.stack([it[0] if isinstance(it, tuple) else it for it in items]).to(self.device)
@@ -257,11 +256,15 @@ class Stage1Trainer:
             part["eval/usage"] = out.quantizer.metrics["usage"]
             for k, v in part.items():
                 scores[k] = scores.get(k, 0.0) + float(v) * len(items) / n
-            if first is None:
-                first = (x.cpu(), rec.cpu())
+        if write_images:
+            # a grid spread over the whole eval set, so every held-out photo shows up
+            picks = torch.linspace(0, len(eval_set) - 1, min(8, len(eval_set))).round().long().tolist()
+            items = [eval_set[i] for i in picks]
+            x = torch.stack([it[0] if isinstance(it, tuple) else it for it in items]).to(self.device)
+            with autocast(self.device, self.cfg.precision):
+                rec = self.model(x).reconstruction.float()
+            save_grid([x.cpu(), rec.cpu()], self.out / "images" / f"recon_{tag}.png")
         self.model.train()
-        if write_images and first is not None:
-            save_grid(list(first), self.out / "images" / f"recon_{tag}.png")
         return scores
 
     def _plot(self) -> None:
