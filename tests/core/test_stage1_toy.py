@@ -109,3 +109,47 @@ def test_vqtk_load_returns_eval_model_that_round_trips(tmp_path, toy_registry):
     trainer.model.eval()
     with torch.no_grad():
         assert torch.equal(model.decode_indices(idx), trainer.model.decode_indices(idx))
+
+
+def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, toy_registry, monkeypatch):
+    import toy_plugin
+
+    out = tmp_path / "run"
+    trainer = _trainer(tmp_path, toy_registry, out, ["train.steps=3", "train.max_nonfinite_steps=3"])
+    trainer.run()
+    good = load_checkpoint(out).path
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    def poisoned(self, inputs):
+        return toy_plugin.LossTerm(inputs.reconstruction.sum() * float("nan"))
+
+    monkeypatch.setattr(toy_plugin.ToyL1, "generator_loss", poisoned)
+    x = torch.rand(2, 3, 16, 16)
+    logs = trainer.train_step([x])
+    assert float(logs["skipped"]) == 1.0 and trainer.nonfinite_steps == 1
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # the poisoned step changed nothing
+    trainer.train_step([x])
+    with pytest.raises(VqtkError, match="3 consecutive steps with a non-finite loss.*last checkpoint is intact"):
+        trainer.train_step([x])
+    assert load_checkpoint(out).path == good
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_smoke_step_on_cpu(tmp_path, toy_registry, precision):
+    trainer = _trainer(tmp_path, toy_registry, tmp_path / precision, [f"train.precision={precision}", "train.steps=2"])
+    trainer.run()
+    records = [json.loads(l) for l in (tmp_path / precision / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss/total"])) for r in records if "loss/total" in r)
+
+
+def test_ema_weights_are_kept_and_saved(tmp_path, toy_registry):
+    out = tmp_path / "ema"
+    trainer = _trainer(tmp_path, toy_registry, out, ["train.ema_decay=0.5", "train.steps=3", "train.channels_last=true"])
+    trainer.run()
+    ck = load_checkpoint(out)
+    ema = ck.state_dict("ema")
+    assert int(ema["n_averaged"]) == 3
+    raw = ck.state_dict("model")["quant_conv.weight"]
+    assert not torch.equal(ema["module.quant_conv.weight"], raw)  # an average, not a copy
+    assert torch.equal(ema["module.quant_conv.weight"], trainer.eval_model.quant_conv.weight.detach())

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal, Optional
 
 import attrs
 
-from vqtk.config import non_negative, positive
+from vqtk.config import in_range, non_negative, positive
 
 
 @attrs.define(kw_only=True)
@@ -93,8 +93,18 @@ class TrainSection:
     seed: int = 0
     #: "auto" picks CUDA when available, else CPU; or "cpu", "cuda", "cuda:1"...
     device: str = "auto"
-    #: bf16 autocast applies on CUDA only; quantizer math always runs in fp32
-    precision: Literal["fp32", "bf16"] = "fp32"
+    #: autocast precision (bf16 works on CPU and CUDA; fp16 adds a gradient scaler);
+    #: quantizer distances and loss statistics always run in fp32
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    #: consecutive steps with a non-finite loss that are skipped before the run stops
+    max_nonfinite_steps: int = attrs.field(default=20, validator=positive)
+    #: keep an exponential moving average of the tokenizer's weights (e.g. 0.999) for
+    #: evaluation, sampling and ``vqtk.load``; absent disables it
+    ema_decay: Optional[float] = attrs.field(default=None, validator=in_range(0.0, 0.999999))
+    #: ``torch.compile`` the encoder, decoder and discriminator
+    compile: bool = False
+    #: channels-last memory format for the convolutional parts
+    channels_last: bool = False
     num_workers: int = attrs.field(default=0, validator=non_negative)
     log_every: int = attrs.field(default=10, validator=positive)
     image_every: int = attrs.field(default=500, validator=positive)

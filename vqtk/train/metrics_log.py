@@ -17,15 +17,18 @@ log = logging.getLogger("vqtk")
 class MetricsLog:
     """Appends records to ``metrics.jsonl``; on resume, drops records past the checkpoint."""
 
-    def __init__(self, path: Path, resume_step: Optional[int] = None):
+    def __init__(self, path: Path, resume_step: Optional[int] = None, enabled: bool = True):
         self.path = path
-        if resume_step is not None and path.exists():
+        self.enabled = enabled
+        if enabled and resume_step is not None and path.exists():
             kept = [ln for ln in path.read_text().splitlines() if _step_of(ln) is not None and _step_of(ln) <= resume_step]
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text("".join(ln + "\n" for ln in kept))
             os.replace(tmp, path)
 
     def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps(record, allow_nan=True) + "\n")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -21,7 +22,17 @@ from vqtk.recipe.schema import OptimizerSection, Recipe
 from vqtk.registry import Registry, default_registry
 from vqtk.train.checkpoint import load_checkpoint, save_checkpoint
 from vqtk.train.data_stream import BatchStream, StreamState
-from vqtk.train.environment import autocast, pick_device, rng_state, seed_everything, set_rng_state
+from vqtk.interfaces import QuantizerOutput
+from vqtk.model import VQGAN, VQGANOutput
+from vqtk.train import distributed
+from vqtk.train.environment import (
+    autocast,
+    grad_scaler,
+    pick_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from vqtk.train.images import plot_curves, save_grid
 from vqtk.train.metrics_log import MetricsLog, Progress
 from vqtk.train.schedule import learning_rate
@@ -64,6 +75,19 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+class _TupleOutputs(torch.nn.Module):
+    """The VQGAN with plain tuple outputs, so DDP can trace which parameters the loss used."""
+
+    def __init__(self, model: VQGAN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        out = self.model(x)
+        q = out.quantizer
+        return out.reconstruction, q.quantized, q.indices, q.loss, q.metrics
+
+
 class Stage1Trainer:
     """Trains a VQGAN as a recipe describes, writing everything under ``out_dir``."""
 
@@ -75,7 +99,9 @@ class Stage1Trainer:
         self.registry = registry or default_registry()
         self.cfg = recipe.train
         self.progress_enabled = progress
-        self.device = pick_device(self.cfg.device)
+        requested = pick_device(self.cfg.device)
+        self.dist = distributed.current(requested.type)
+        self.device = self.dist.device(requested)
         seed_everything(self.cfg.seed)
 
         self.model = build_vqgan(recipe, self.registry).to(self.device)
@@ -91,8 +117,37 @@ class Stage1Trainer:
         for e in self.losses:
             e.loss.to(self.device)
 
+        if self.cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+            if self.disc is not None:
+                self.disc.to(memory_format=torch.channels_last)
         self.opt_g = make_optimizer(self.model.parameters(), self.cfg.optimizer)
         self.opt_d = make_optimizer(self.disc.parameters(), self.cfg.disc_optimizer) if self.disc else None
+        self.scaler_g = grad_scaler(self.device, self.cfg.precision)
+        self.scaler_d = grad_scaler(self.device, self.cfg.precision)
+        self.ema = None
+        if self.cfg.ema_decay is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay),
+                                     use_buffers=True)
+        if self.cfg.compile:
+            # in place, so parameter names (and checkpoints) stay those of the plain modules
+            for module in (self.model.encoder, self.model.decoder, self.disc):
+                if module is not None:
+                    module.compile()
+        self.g_model, self.d_model = self.model, self.disc
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # a recipe may leave parameters out of the loss (a codebook no loss term reads, a
+            # projection a quantizer skips): let DDP find them instead of hanging
+            self.g_model = DDP(_TupleOutputs(self.model), device_ids=ids, find_unused_parameters=True)
+            if self.disc is not None:
+                self.d_model = DDP(self.disc, device_ids=ids)
+        self.nonfinite_steps = 0
+        self.consecutive_nonfinite = 0
         self.step = 0
         self.stream_state = StreamState()
         self.resume_path = self._find_resume() if resume else None
@@ -100,10 +155,17 @@ class Stage1Trainer:
     # -- state -------------------------------------------------------------------
 
     def _modules(self) -> dict[str, torch.nn.Module]:
-        mods = {"model": self.model}
+        mods: dict[str, torch.nn.Module] = {"model": self.model}
         if self.disc is not None:
             mods["discriminator"] = self.disc
+        if self.ema is not None:
+            mods["ema"] = self.ema
         return mods
+
+    @property
+    def eval_model(self) -> VQGAN:
+        """The weights evaluation and pictures use: the moving average when kept."""
+        return self.ema.module if self.ema is not None else self.model
 
     def _metadata(self) -> dict[str, str]:
         plugins = {p.name: p.version or "" for p in self.registry.plugins.values() if not p.error}
@@ -116,6 +178,9 @@ class Stage1Trainer:
             "opt_g": self.opt_g.state_dict(),
             "rng": rng_state(),
             "stream": {"epoch": self.stream.state.epoch, "position": self.stream.state.position},
+            "nonfinite_steps": self.nonfinite_steps,
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
         }
         if self.opt_d is not None:
             state["opt_d"] = self.opt_d.state_dict()
@@ -148,6 +213,10 @@ class Stage1Trainer:
             self.opt_d.load_state_dict(st["opt_d"])
         self.step = int(st["step"])
         self.stream_state = StreamState(**st["stream"])
+        self.nonfinite_steps = int(st.get("nonfinite_steps", 0))
+        if st.get("scaler_g"):
+            self.scaler_g.load_state_dict(st["scaler_g"])
+            self.scaler_d.load_state_dict(st["scaler_d"])
         set_rng_state(st["rng"])
         log.info("resumed from %s at step %d", ckpt.path, self.step)
 
@@ -179,8 +248,25 @@ class Stage1Trainer:
         logs["loss/total"] = total.detach()
         return total, logs
 
+    def _forward(self, x: torch.Tensor) -> VQGANOutput:
+        if not self.dist.enabled:
+            return self.model(x)
+        rec, quantized, indices, loss, metrics = self.g_model(x)
+        return VQGANOutput(reconstruction=rec, quantizer=QuantizerOutput(
+            quantized=quantized, indices=indices, loss=loss, metrics=metrics))
+
+    def _micro(self, module, index: int, count: int):
+        """Skip DDP's gradient all-reduce on all but the last micro-batch of a step."""
+        if self.dist.enabled and index < count - 1:
+            return module.no_sync()
+        return contextlib.nullcontext()
+
     def train_step(self, batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One optimizer step of the generator (over ``grad_accum`` micro-batches), then the discriminator."""
+        """One optimizer step of the generator (over ``grad_accum`` micro-batches), then the discriminator.
+
+        A step whose generator loss is not finite on any process is skipped (no update),
+        counted in ``nonfinite_steps``, and reported in the logs as ``skipped``.
+        """
         accum = len(batches)
         logs: dict[str, torch.Tensor] = {}
         self.model.train()
@@ -189,43 +275,74 @@ class Stage1Trainer:
             self.disc.requires_grad_(False)  # generator pass: gradients flow through D, never into it
         self.opt_g.zero_grad(set_to_none=True)
         kept = []
-        for x in batches:
-            with autocast(self.device, self.cfg.precision):
-                out = self.model(x)
-                inputs = LossInputs(real=x, reconstruction=out.reconstruction, quantizer=out.quantizer,
-                                    step=self.step, discriminator=self.disc,
-                                    last_layer=self.model.decoder.last_layer)
-                total, term_logs = self._generator_terms(inputs)
-            (total / accum).backward()
+        finite = torch.ones((), device=self.device)
+        for i, x in enumerate(batches):
+            with self._micro(self.g_model, i, accum):
+                with autocast(self.device, self.cfg.precision):
+                    out = self._forward(x)
+                    inputs = LossInputs(real=x, reconstruction=out.reconstruction, quantizer=out.quantizer,
+                                        step=self.step, discriminator=self.disc,
+                                        last_layer=self.model.decoder.last_layer)
+                    total, term_logs = self._generator_terms(inputs)
+                finite = finite * torch.isfinite(total.detach()).float()
+                self.scaler_g.scale(total / accum).backward()
             for k, v in {**term_logs, **{f"quantizer/{k}": v for k, v in out.quantizer.metrics.items()}}.items():
                 logs[k] = logs.get(k, 0) + v.detach().float() / accum
             kept.append((x, out.reconstruction.detach(), out.quantizer))
+        if self.dist.enabled:  # every process must agree to skip, or their weights drift apart
+            finite = self.dist.mean({"f": finite})["f"].floor()
+        if not bool(finite):
+            self.opt_g.zero_grad(set_to_none=True)
+            self.nonfinite_steps += 1
+            self.consecutive_nonfinite += 1
+            logs["skipped"] = torch.ones(())
+            if self.consecutive_nonfinite >= self.cfg.max_nonfinite_steps:
+                raise VqtkError(
+                    f"training diverged: {self.consecutive_nonfinite} consecutive steps with a non-finite loss "
+                    f"(up to step {self.step + 1}; train.max_nonfinite_steps = {self.cfg.max_nonfinite_steps}); "
+                    "the last checkpoint is intact"
+                )
+            return logs
+        self.consecutive_nonfinite = 0
         if self.cfg.optimizer.grad_clip > 0:
+            self.scaler_g.unscale_(self.opt_g)
             logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optimizer.grad_clip)
-        self.opt_g.step()
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        if self.dist.enabled:
+            # dead-code restarts and k-means init change the codebook from each process's own
+            # batch: keep rank 0's, so every process quantizes with the same codes
+            self.dist.broadcast_parameters(self.model.quantizer)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
         if self.opt_d is not None and self.adversarial:
             self.disc.requires_grad_(True)
             self.opt_d.zero_grad(set_to_none=True)
-            for x, rec, q in kept:
+            for i, (x, rec, q) in enumerate(kept):
                 inputs = LossInputs(real=x, reconstruction=rec, quantizer=q, step=self.step,
-                                    discriminator=self.disc)
-                with autocast(self.device, self.cfg.precision):
-                    d_total = torch.zeros((), device=self.device)
-                    for entry in self.adversarial:
-                        term = entry.loss.discriminator_loss(inputs)
-                        if term is None:
-                            continue
-                        # the recipe weight scales the generator's adversarial term only (taming's
-                        # disc_weight); the discriminator minimises its own loss unweighted
-                        d_total = d_total + term.value
-                        for k, v in term.logs.items():
-                            logs[f"{entry.name}/{k}"] = logs.get(f"{entry.name}/{k}", 0) + v.detach().float() / accum
-                if d_total.requires_grad:
-                    (d_total / accum).backward()
+                                    discriminator=self.d_model)
+                with self._micro(self.d_model, i, accum):
+                    with autocast(self.device, self.cfg.precision):
+                        d_total = torch.zeros((), device=self.device)
+                        for entry in self.adversarial:
+                            term = entry.loss.discriminator_loss(inputs)
+                            if term is None:
+                                continue
+                            # the recipe weight scales the generator's adversarial term only (taming's
+                            # disc_weight); the discriminator minimises its own loss unweighted
+                            d_total = d_total + term.value
+                            for k, v in term.logs.items():
+                                key = f"{entry.name}/{k}"
+                                logs[key] = logs.get(key, 0) + v.detach().float() / accum
+                    if d_total.requires_grad:
+                        self.scaler_d.scale(d_total / accum).backward()
             if self.cfg.disc_optimizer.grad_clip > 0:
-                logs["grad_norm_d"] = torch.nn.utils.clip_grad_norm_(self.disc.parameters(), self.cfg.disc_optimizer.grad_clip)
-            self.opt_d.step()
+                self.scaler_d.unscale_(self.opt_d)
+                logs["grad_norm_d"] = torch.nn.utils.clip_grad_norm_(self.disc.parameters(),
+                                                                     self.cfg.disc_optimizer.grad_clip)
+            self.scaler_d.step(self.opt_d)
+            self.scaler_d.update()
         return logs
 
     # -- evaluation and pictures --------------------------------------------------
@@ -240,13 +357,14 @@ class Stage1Trainer:
         n = min(len(eval_set), self.cfg.eval_batches * self.cfg.batch_size)
         if n == 0:
             return {}
-        self.model.eval()
+        model = self.eval_model
+        model.eval()
         scores: dict[str, float] = {}
         for start in range(0, n, self.cfg.batch_size):
             items = [eval_set[i] for i in range(start, min(n, start + self.cfg.batch_size))]
             x = torch.stack([it[0] if isinstance(it, tuple) else it for it in items]).to(self.device)
             with autocast(self.device, self.cfg.precision):
-                out = self.model(x)
+                out = model(x)
             rec = out.reconstruction.float()
             part = {"eval/psnr": psnr(x, rec)}
             inputs = LossInputs(real=x, reconstruction=rec, quantizer=out.quantizer, step=self.step)
@@ -262,9 +380,9 @@ class Stage1Trainer:
             items = [eval_set[i] for i in picks]
             x = torch.stack([it[0] if isinstance(it, tuple) else it for it in items]).to(self.device)
             with autocast(self.device, self.cfg.precision):
-                rec = self.model(x).reconstruction.float()
+                rec = model(x).reconstruction.float()
             save_grid([x.cpu(), rec.cpu()], self.out / "images" / f"recon_{tag}.png")
-        self.model.train()
+        model.train()
         return scores
 
     def _plot(self) -> None:
@@ -277,74 +395,92 @@ class Stage1Trainer:
 
     # -- the loop ------------------------------------------------------------------
 
+    def _stop_agreed(self, stop: _StopFlag) -> bool:
+        """Whether to stop now; under several processes, as soon as any of them was interrupted."""
+        if not self.dist.enabled:
+            return stop.requested
+        return bool(self.dist.mean({"s": torch.tensor(float(stop.requested))})["s"] > 0)
+
     def run(self) -> Path:
-        self.out.mkdir(parents=True, exist_ok=True)
+        main = self.dist.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
         if self.resume_path is not None:
             self._restore()
             if self.step >= self.cfg.steps:
                 log.info("stage 1 already complete at step %d", self.step)
                 return load_checkpoint(self.out).path
-        else:
+        elif main:
             (self.out / "recipe.toml").write_text(dump_toml(self.resolved))
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=self.step if self.resume_path else None)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=self.step if self.resume_path else None,
+                                  enabled=main)
         train_set = self.data.train_set()
         self.stream = BatchStream(train_set, batch_size=self.cfg.batch_size, seed=self.cfg.seed,
-                                  num_workers=self.cfg.num_workers, state=self.stream_state)
-        log.info("data: %s", self.data.describe())
-        log.info("device %s, precision %s, %d steps of %d x %d images", self.device, self.cfg.precision,
-                 self.cfg.steps, self.cfg.batch_size, self.cfg.grad_accum)
-        if self.step == 0:
+                                  num_workers=self.cfg.num_workers, state=self.stream_state,
+                                  rank=self.dist.rank, world_size=self.dist.world_size)
+        if main:
+            log.info("data: %s", self.data.describe())
+            log.info("device %s, precision %s, %d steps of %d x %d images x %d processes", self.device,
+                     self.cfg.precision, self.cfg.steps, self.cfg.batch_size, self.cfg.grad_accum,
+                     self.dist.world_size)
+        if self.step == 0 and main:
             scores = self.evaluate(write_images=True, tag="start")
             self.metrics.write({"step": 0, **scores})
             if scores:
                 log.info("held-out before training: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in scores.items()))
         batches = iter(self.stream)
-        progress = Progress(self.cfg.steps, self.step, "stage 1", self.progress_enabled)
+        progress = Progress(self.cfg.steps, self.step, "stage 1", self.progress_enabled and main)
         images_done = 0
-        t_last, step_last = time.perf_counter(), self.step
+        t_last = time.perf_counter()
+        memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
         with _StopFlag() as stop:
             try:
                 while self.step < self.cfg.steps:
                     lrs = self._set_lr()
                     micro = [next(batches) for _ in range(self.cfg.grad_accum)]
-                    micro = [(b[0] if isinstance(b, (list, tuple)) else b).to(self.device, non_blocking=True) for b in micro]
+                    micro = [(b[0] if isinstance(b, (list, tuple)) else b).to(
+                        self.device, non_blocking=True, memory_format=memory_format) for b in micro]
                     logs = self.train_step(micro)
                     self.step += 1
-                    images_done += sum(m.shape[0] for m in micro)
+                    images_done += sum(m.shape[0] for m in micro) * self.dist.world_size
                     if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                        logs = self.dist.mean(logs)
                         now = time.perf_counter()
                         rate = images_done / max(now - t_last, 1e-9)
                         record = {"step": self.step, **{k: float(v) for k, v in logs.items()}, **lrs,
-                                  "images_per_s": rate, "epoch": self.stream.state.epoch}
-                        bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+                                  "images_per_s": rate, "epoch": self.stream.state.epoch,
+                                  "nonfinite_steps": self.nonfinite_steps}
                         self.metrics.write(record)
-                        post = {"loss": f"{record['loss/total']:.4f}",
+                        post = {"loss": f"{record.get('loss/total', float('nan')):.4f}",
                                 "usage": f"{record.get('quantizer/usage', float('nan')):.2f}",
                                 "img/s": f"{rate:.1f}"}
-                        progress.update(self.step, post)
-                        progress.line(self.step, post)
+                        if main:
+                            progress.update(self.step, post)
+                            progress.line(self.step, post)
                         t_last, images_done = now, 0
-                        if bad:
-                            raise VqtkError(f"training diverged at step {self.step}: non-finite {', '.join(bad)}; "
-                                            "the last checkpoint is intact")
-                    if self.step % self.cfg.image_every == 0 and self.step < self.cfg.steps:
+                    if self.step % self.cfg.image_every == 0 and self.step < self.cfg.steps and main:
                         scores = self.evaluate(write_images=True, tag=f"step_{self.step:06d}")
                         self.metrics.write({"step": self.step, **scores})
                         self._plot()
-                    if self.step % self.cfg.checkpoint_every == 0 and self.step < self.cfg.steps:
+                    if self.step % self.cfg.checkpoint_every == 0 and self.step < self.cfg.steps and main:
                         self.save()
-                    if stop.requested:
-                        path = self.save()
-                        progress.close()
-                        log.warning("stopped at step %d; checkpoint %s (resume with --resume)", self.step, path)
+                    if self._stop_agreed(stop):
+                        if main:
+                            path = self.save()
+                            log.warning("stopped at step %d; checkpoint %s (resume with --resume)", self.step, path)
                         raise KeyboardInterrupt
             finally:
                 progress.close()
-        scores = self.evaluate(write_images=True, tag="final")
-        self.metrics.write({"step": self.step, **scores})
-        path = self.save()
-        self._plot()
-        if scores:
-            log.info("held-out after training: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in scores.items()))
-        log.info("stage 1 done: checkpoint %s, images in %s", path, self.out / "images")
-        return path
+        if self.nonfinite_steps and main:
+            log.warning("%d steps were skipped for a non-finite loss", self.nonfinite_steps)
+        path = self.out / "checkpoints"
+        if main:
+            scores = self.evaluate(write_images=True, tag="final")
+            self.metrics.write({"step": self.step, **scores})
+            path = self.save()
+            self._plot()
+            if scores:
+                log.info("held-out after training: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in scores.items()))
+            log.info("stage 1 done: checkpoint %s, images in %s", path, self.out / "images")
+        self.dist.barrier()  # the final checkpoint exists for every process from here on
+        return path if main else load_checkpoint(self.out).path

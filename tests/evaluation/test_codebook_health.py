@@ -1,0 +1,257 @@
+"""The training-time codebook health tracker: windowed usage, dead codes, warnings, restarts."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqtk.interfaces import Quantizer, QuantizerOutput
+from vqtk.train.codebook_health import CodebookHealth, RestartableQuantizer, supports_restart
+
+
+def _idx(*codes: int) -> torch.Tensor:
+    """A (1, 1, n) index grid holding the given codes."""
+    return torch.tensor(codes).view(1, 1, -1)
+
+
+class ToyVQ(Quantizer):
+    """Nearest-code quantizer with a gradient-trained codebook; implements the restart protocol."""
+
+    def __init__(self, *, dim: int, codebook_size: int, init: torch.Tensor):
+        super().__init__()
+        self.dim = dim
+        self.codebook_size = codebook_size
+        self.codebook = nn.Parameter(init.clone())
+
+    def quantize(self, z: torch.Tensor) -> QuantizerOutput:
+        b, d, h, w = z.shape
+        x = z.permute(0, 2, 3, 1).reshape(-1, d)
+        idx = torch.cdist(x, self.codebook).argmin(dim=1)
+        e = self.codebook[idx]
+        loss = F.mse_loss(e, x.detach()) + 0.25 * F.mse_loss(x, e.detach())
+        q = x + (e - x).detach()
+        return QuantizerOutput(quantized=q.view(b, h, w, d).permute(0, 3, 1, 2),
+                               indices=idx.view(b, h, w), loss=loss)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.codebook[indices].permute(0, 3, 1, 2)
+
+    @torch.no_grad()
+    def restart_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        self.codebook[code_ids] = vectors.to(self.codebook.dtype)
+
+
+class PlainQuantizer(ToyVQ):
+    restart_codes = None  # type: ignore[assignment]  # opts out of the protocol
+
+
+def test_window_usage_and_dead_codes_on_a_constructed_sequence():
+    h = CodebookHealth(codebook_size=6, window=3)
+    assert h.check() == {}  # nothing observed yet
+    h.observe(_idx(0, 1), step=1)
+    first = h.check()
+    assert first["codebook/window_usage"] == pytest.approx(2 / 6) and first["codebook/dead_codes"] == 4
+    assert not h.window_full and first["codebook/low_usage"] == 0.0
+    h.observe(_idx(1, 2), step=2)
+    h.observe(_idx(3), step=3)
+    assert h.window_full
+    r = h.check()
+    assert r["codebook/window_usage"] == pytest.approx(4 / 6) and r["codebook/dead_codes"] == 2
+    assert [d.tolist() for d in h.dead_codes()] == [[4, 5]]
+    h.observe(_idx(3, 3), step=4)  # step 1 leaves the window: code 0 dies
+    assert h.check()["codebook/dead_codes"] == 3 and [d.tolist() for d in h.dead_codes()] == [[0, 4, 5]]
+    h.observe(_idx(3), step=5)
+    r = h.check()
+    assert r["codebook/window_usage"] == pytest.approx(1 / 6) and r["codebook/dead_codes"] == 5
+
+
+def test_gradient_accumulation_calls_share_a_step():
+    h = CodebookHealth(codebook_size=4, window=1)
+    h.observe(_idx(0), step=7)
+    h.observe(_idx(1), step=7)  # second micro-batch of step 7
+    assert h.usage() == [0.5]
+    h.observe(_idx(2), step=8)
+    assert h.usage() == [0.25]
+
+
+def test_per_codebook_usage_for_multi_codebook_indices():
+    h = CodebookHealth(codebook_size=4, num_codebooks=2, window=2)
+    both = torch.stack([_idx(0, 1, 2, 3), _idx(0, 0, 0, 0)], dim=-1)  # (1, 1, 4, 2)
+    h.observe(both, step=1)
+    h.observe(both, step=2)
+    r = h.check()
+    assert r["codebook/window_usage_q0"] == 1.0 and r["codebook/window_usage_q1"] == 0.25
+    assert r["codebook/window_usage"] == pytest.approx(0.625) and r["codebook/dead_codes"] == 3
+    with pytest.raises(ValueError, match=r"expected indices \(B, h, w, 2\)"):
+        h.observe(_idx(0), step=3)
+
+
+def test_low_usage_warning_is_logged_once_per_crossing(caplog):
+    h = CodebookHealth(codebook_size=6, window=3, min_usage=0.5)
+    flags = []
+    sequence = {1: (0, 1), 2: (1, 2), 3: (3,), 4: (3,), 5: (3,), 6: (3,), 7: (0, 1, 2, 4, 5),
+                8: (3,), 9: (3,), 10: (3,), 11: (3,)}
+    with caplog.at_level(logging.INFO, logger="vqtk"):
+        for step, codes in sequence.items():
+            h.observe(_idx(*codes), step=step)
+            flags.append(h.check(step=step)["codebook/low_usage"])
+    # window usage: 2/6 (window not full) 3/6 4/6 3/6 1/6 1/6 6/6 6/6 5/6 1/6 1/6
+    assert flags == [0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 1]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("codebook usage 16.7% over the last 3 steps is below min_usage 50.0% at step 5")
+    assert "at step 10" in warnings[1]
+    assert any("back above min_usage" in r.getMessage() and "step 7" in r.getMessage() for r in caplog.records)
+
+
+def test_attached_tracker_observes_training_forwards_only():
+    q = ToyVQ(dim=2, codebook_size=4, init=torch.tensor([[0.0, 0], [1, 0], [0, 1], [1, 1]]))
+    h = CodebookHealth(codebook_size=4, window=10, restart_dead_codes=True, reservoir_size=16)
+    step = {"now": 1}
+    handle = h.attach(q, step=lambda: step["now"])
+    z = torch.tensor([[0.0, 0.1], [0.9, 0.0]]).T.reshape(1, 2, 1, 2)  # codes 0 and 1
+    q.train()
+    q(z)
+    assert h.usage() == [0.5] and h.latest_step == 1 and h.filled == 2
+    assert torch.equal(h.reservoir[:2].sort(dim=0).values, z.reshape(2, 2).T.sort(dim=0).values)
+    q.eval()
+    step["now"] = 2
+    q(torch.ones(1, 2, 1, 1))  # code 3, but in eval mode: not observed
+    assert h.usage() == [0.5] and h.latest_step == 1
+    handle.remove()
+    q.train()
+    q(torch.ones(1, 2, 1, 1))
+    assert h.latest_step == 1
+
+
+def _toy_run(restart: bool, steps: int = 12, seed: int = 0) -> tuple[float, CodebookHealth, ToyVQ]:
+    """A codebook initialised far from the data (one code wins everything), trained by SGD."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(16, 2, generator=gen) * 3
+    init = torch.full((16, 2), 20.0) + torch.randn(16, 2, generator=gen) * 0.1
+    q = ToyVQ(dim=2, codebook_size=16, init=init)
+    health = CodebookHealth(codebook_size=16, window=3, restart_dead_codes=restart, reservoir_size=64)
+    step = {"now": 0}
+    health.attach(q, step=lambda: step["now"])
+    q.train()
+    for s in range(1, steps + 1):
+        step["now"] = s
+        pts = centres[torch.randint(0, 16, (64,), generator=gen)] + 0.05 * torch.randn(64, 2, generator=gen)
+        out = q(pts.T.reshape(1, 2, 8, 8))
+        q.codebook.grad = None
+        out.loss.backward()
+        with torch.no_grad():  # plain SGD (torch.optim's first step imports much of torch._dynamo)
+            q.codebook -= 0.5 * q.codebook.grad
+        health.check(step=s)
+    q.eval()
+    test = centres.repeat(4, 1) + 0.05 * torch.randn(64, 2, generator=gen)
+    used = q(test.T.reshape(1, 2, 8, 8)).indices.unique().numel() / 16
+    return used, health, q
+
+
+def test_dead_code_restart_revives_codes_on_a_toy_run(caplog):
+    with caplog.at_level(logging.INFO, logger="vqtk"):
+        without, h0, _ = _toy_run(restart=False)
+        with_restart, h1, _ = _toy_run(restart=True)
+    assert without <= 2 / 16  # collapsed: the one code nearest to the data takes every point
+    assert with_restart >= 0.75
+    assert h0.total_restarted == 0 and h1.total_restarted >= 14
+    restarts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("restarted")]
+    assert restarts and restarts[0].endswith("dead codes at step 3")  # first check with a full window
+    assert h1.usage()[0] > h0.usage()[0]
+
+
+def test_check_reports_restarted_codes_and_gives_them_a_full_window():
+    q = ToyVQ(dim=2, codebook_size=4, init=torch.zeros(4, 2))
+    h = CodebookHealth(codebook_size=4, window=2, restart_dead_codes=True, reservoir_size=32)
+    z = torch.arange(8.0).view(1, 2, 2, 2)
+    h.observe(_idx(0), step=1, latents=z)  # each call keeps up to 32 // 8 = 4 positions
+    h.observe(_idx(0), step=2, latents=z + 100)
+    assert h.filled == 8
+    r = h.check(quantizer=q)
+    assert r["codebook/dead_codes"] == 3 and r["codebook/restarted_codes"] == 3
+    restarted = q.codebook[1:].detach()
+    vectors = torch.cat([z, z + 100]).permute(0, 2, 3, 1).reshape(-1, 2)
+    assert all(any(torch.equal(row, v) for v in vectors) for row in restarted)  # codes are real latents
+    assert len({tuple(row.tolist()) for row in restarted}) == 3  # distinct latents
+    assert h.usage() == [1.0]  # restarted codes count as used at the latest step
+    assert "codebook/restarted_codes" not in h.check(quantizer=q)
+
+
+def test_restart_without_protocol_warns_once_and_changes_nothing(caplog):
+    q = PlainQuantizer(dim=2, codebook_size=4, init=torch.zeros(4, 2))
+    assert not supports_restart(q) and supports_restart(ToyVQ(dim=2, codebook_size=1, init=torch.zeros(1, 2)))
+    assert isinstance(ToyVQ(dim=2, codebook_size=1, init=torch.zeros(1, 2)), RestartableQuantizer)
+    h = CodebookHealth(codebook_size=4, window=1, restart_dead_codes=True)
+    with caplog.at_level(logging.WARNING, logger="vqtk"):
+        for step in (1, 2):
+            h.observe(_idx(0), step=step, latents=torch.ones(1, 2, 1, 1))
+            r = h.check(quantizer=q)
+    assert "codebook/restarted_codes" not in r and torch.equal(q.codebook, torch.zeros(4, 2))
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and "PlainQuantizer has no restart_codes" in messages[0]
+
+
+def test_state_dict_round_trip_continues_identically():
+    gen = torch.Generator().manual_seed(3)
+    batches = [(torch.randint(0, 8, (1, 2, 2), generator=gen), torch.randn(1, 3, 2, 2, generator=gen))
+               for _ in range(6)]
+    a = CodebookHealth(codebook_size=8, window=2, restart_dead_codes=True, reservoir_size=8, seed=5)
+    for s, (idx, z) in enumerate(batches[:3], 1):
+        a.observe(idx, step=s, latents=z)
+    b = CodebookHealth(codebook_size=8, window=2, restart_dead_codes=True, reservoir_size=8, seed=99)
+    b.load_state_dict(a.state_dict())
+    qa = ToyVQ(dim=3, codebook_size=8, init=torch.zeros(8, 3))
+    qb = ToyVQ(dim=3, codebook_size=8, init=torch.zeros(8, 3))
+    for s, (idx, z) in enumerate(batches[3:], 4):
+        a.observe(idx, step=s, latents=z)
+        b.observe(idx, step=s, latents=z)
+        assert a.check(quantizer=qa) == b.check(quantizer=qb)
+    assert torch.equal(qa.codebook, qb.codebook) and torch.equal(a.reservoir, b.reservoir)
+    with pytest.raises(ValueError, match="state is for"):
+        CodebookHealth(codebook_size=4).load_state_dict(a.state_dict())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (host-sync check)")
+def test_observe_never_synchronises_on_cuda():
+    h = CodebookHealth(codebook_size=1024, num_codebooks=2, window=5, restart_dead_codes=True,
+                       reservoir_size=256, device="cuda")
+    idx = torch.randint(0, 1024, (8, 16, 16, 2), device="cuda")
+    z = torch.randn(8, 4, 16, 16, device="cuda")
+    h.observe(idx, step=0, latents=z)  # first call allocates the reservoir
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(1, 4):
+            h.observe(idx, step=step, latents=z)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert h.check()["codebook/window_usage"] > 0
+
+
+@pytest.mark.parametrize("kind, options", [
+    ("vq", {"dim": 8, "codebook_size": 32}),
+    ("factorized", {"dim": 8, "codebook_size": 32, "codebook_dim": 4}),
+    ("ema_vq", {"dim": 8, "codebook_size": 32}),
+])
+def test_builtin_quantizers_follow_the_protocol_when_they_implement_it(builtins_registry, kind, options, caplog):
+    spec = builtins_registry.get("quantizer", kind)
+    q = spec.create(spec.config(**options)).eval()
+    vectors = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([3, 7, 11, 20, 31])
+    h = CodebookHealth(codebook_size=32, window=1, restart_dead_codes=True, reservoir_size=40)
+    h.observe(_idx(0), step=1, latents=vectors.T.reshape(1, 8, 1, 5))
+    if supports_restart(q):
+        q.restart_codes(ids, vectors)  # the latents quantize to exactly the restarted codes
+        assert q(vectors.view(5, 8, 1, 1)).indices.flatten().tolist() == ids.tolist()
+        assert h.check(quantizer=q)["codebook/restarted_codes"] == 5
+    else:  # not implemented yet: the tracker says so and leaves the codebook alone
+        before = {k: v.clone() for k, v in q.state_dict().items()}
+        with caplog.at_level(logging.WARNING, logger="vqtk"):
+            assert "codebook/restarted_codes" not in h.check(quantizer=q)
+        assert "has no restart_codes" in caplog.text
+        assert all(torch.equal(before[k], v) for k, v in q.state_dict().items())

@@ -1,0 +1,79 @@
+"""``vqtk eval``: score a trained tokenizer over a whole evaluation set, or compare reports."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vqtk.errors import VqtkError
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a tokenizer (PSNR, SSIM, LPIPS, rFID, codebook usage) into a JSON report; "
+             "or --compare reports",
+        description="Reconstruct every image of the evaluation set (the recipe's data source eval_set(), "
+                    "or --data-path) and write a JSON report (docs/eval_report.md) with a code-frequency "
+                    "histogram and a reconstruction grid next to it. LPIPS and rFID need local weight "
+                    "files; without them the report says which file is missing.",
+    )
+    p.add_argument("checkpoint", nargs="?", help="run folder, checkpoint folder or model.safetensors")
+    p.add_argument("--data", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override fields of the recipe's [data] table (TOML literals), e.g. eval_crops=16")
+    p.add_argument("--data-path", metavar="FOLDER",
+                   help="evaluate every image under FOLDER instead (centre crops at the recipe's resolution)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N")
+    p.add_argument("--max-images", type=int, metavar="N",
+                   help="evaluate N images spread evenly over the set (default: all)")
+    p.add_argument("--out", default="eval_report.json", metavar="REPORT.json",
+                   help="report path (default eval_report.json); the PNGs are written next to it")
+    p.add_argument("--lpips-weights", metavar="PATH",
+                   help="torchvision backbone weights for LPIPS (default: the torch hub cache)")
+    p.add_argument("--inception-weights", metavar="PATH",
+                   help="torchvision's inception_v3_google-0cc3c7bd.pth for rFID (default: the torch hub cache)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="data-loading worker processes")
+    p.add_argument("--compare", nargs="+", metavar="REPORT.json",
+                   help="print reports side by side instead of evaluating (with two: difference and ratio)")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if args.compare:
+        if args.checkpoint:
+            raise VqtkError("--compare: takes report files only; drop the checkpoint argument")
+        from vqtk.evaluation.compare import compare_files
+
+        print(compare_files(args.compare))
+        return 0
+    if not args.checkpoint:
+        raise VqtkError("eval: give a checkpoint to evaluate, or --compare REPORT.json ...")
+    if args.workers < 0:
+        raise VqtkError(f"--workers: must be >= 0, got {args.workers}")
+    from vqtk.evaluation.compare import compare_table
+    from vqtk.evaluation.report import run_evaluation
+
+    report = run_evaluation(
+        args.checkpoint,
+        out=args.out,
+        data_overrides=args.data,
+        data_path=args.data_path,
+        batch_size=args.batch_size,
+        max_images=args.max_images,
+        lpips_weights=args.lpips_weights,
+        inception_weights=args.inception_weights,
+        device=args.device,
+        num_workers=args.workers,
+    )
+    out = Path(args.out)
+    ckpt = report["checkpoint"]
+    print(f"{ckpt['path']} (step {ckpt['step']}) on {report['data']['description']}: "
+          f"{report['data']['images']} images in {report['timing']['seconds']:.1f} s")
+    print(compare_table([report], [out.stem]))
+    for name, entry in report["metrics"].items():
+        if not entry.get("available"):
+            print(f"{name}: not computed: {entry['reason']}")
+    print(f"report {out}; code histogram {out.with_name(report['files']['code_histogram'])}; "
+          f"reconstructions {out.with_name(report['files']['reconstructions'])}")
+    return 0

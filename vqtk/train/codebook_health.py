@@ -1,0 +1,300 @@
+"""Codebook health during training: windowed usage, dead codes, a low-usage warning, optional restarts.
+
+A :class:`CodebookHealth` is fed every training step's code indices (and,
+for restarts, the latents the quantizer received). It keeps, per code, the
+last step that used it, in a tensor on the training device, so feeding it
+never synchronises with the host; :meth:`CodebookHealth.check`, called at log
+steps, reads it back and returns metrics::
+
+    health = CodebookHealth(codebook_size=q.codebook_size, num_codebooks=q.num_codebooks,
+                            window=100, min_usage=0.05, restart_dead_codes=True, device=device)
+    health.attach(model.quantizer, step=lambda: trainer.step)   # observes every training forward
+    ...
+    record.update(health.check(step=trainer.step))              # at log steps
+
+A code is *dead* when no step of the last ``window`` observed steps used it.
+Restarting needs the quantizer's cooperation: a quantizer that supports it
+has a method ``restart_codes(code_ids, vectors)`` (see :class:`RestartableQuantizer`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+log = logging.getLogger("vqtk")
+
+#: ``last_seen`` of a code never used.
+NEVER = -(2**62)
+
+
+@runtime_checkable
+class RestartableQuantizer(Protocol):
+    """A quantizer whose codes can be set from outside (dead-code restarts).
+
+    ``restart_codes(code_ids, vectors)`` sets codes ``code_ids`` (``(n,)``
+    int64) of the codebook to ``vectors`` (``(n, dim)`` float32), given in the
+    quantizer's *input* space: latents exactly as :meth:`Quantizer.quantize`
+    receives them, one per position. The quantizer maps them into its code
+    space itself (projection, l2 normalisation...) and resets any per-code
+    statistics (EMA counts). Quantizers with several codebooks
+    (``num_codebooks > 1``) also take ``codebook=q`` (keyword), the codebook to change.
+    """
+
+    def restart_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None: ...
+
+
+def supports_restart(quantizer: Any) -> bool:
+    """Whether ``quantizer`` implements :class:`RestartableQuantizer`."""
+    return callable(getattr(quantizer, "restart_codes", None))
+
+
+class CodebookHealth:
+    """Tracks which codes the last ``window`` training steps used; warns on low usage; restarts dead codes.
+
+    Args:
+        codebook_size: codes per codebook.
+        num_codebooks: codebooks per position (indices ``(B, h, w, Q)`` when > 1).
+        window: the rolling window, in training steps.
+        min_usage: warn (once each time usage falls below it) and raise the
+            ``codebook/low_usage`` flag when the windowed usage of any codebook
+            is below this fraction; 0 disables. Checked once the window is full.
+        restart_dead_codes: at each :meth:`check` with a full window, set dead
+            codes to recent latents from the reservoir (quantizers with
+            ``restart_codes`` only; a warning otherwise).
+        reservoir_size: recent latents kept for restarts; each observed batch
+            adds up to ``reservoir_size // 8`` randomly chosen positions.
+        device: where the counters live (the training device).
+        seed: seed of the tracker's own generator (it never touches the global RNG).
+    """
+
+    def __init__(
+        self,
+        *,
+        codebook_size: int,
+        num_codebooks: int = 1,
+        window: int = 100,
+        min_usage: float = 0.0,
+        restart_dead_codes: bool = False,
+        reservoir_size: int = 1024,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+    ):
+        if codebook_size <= 0 or num_codebooks <= 0 or window <= 0 or reservoir_size <= 0:
+            raise ValueError("codebook_size, num_codebooks, window and reservoir_size must be > 0")
+        if not 0.0 <= min_usage <= 1.0:
+            raise ValueError(f"min_usage must be between 0 and 1, got {min_usage}")
+        self.codebook_size = codebook_size
+        self.num_codebooks = num_codebooks
+        self.window = window
+        self.min_usage = min_usage
+        self.restart_dead_codes = restart_dead_codes
+        self.reservoir_size = reservoir_size
+        self.device = torch.device(device)
+        self.last_seen = torch.full((num_codebooks, codebook_size), NEVER, dtype=torch.long, device=self.device)
+        self.first_step: Optional[int] = None
+        self.latest_step: Optional[int] = None
+        self.reservoir: Optional[torch.Tensor] = None
+        self.filled = 0
+        self._next = 0
+        self.low = False
+        self.total_restarted = 0
+        self._warned_unsupported = False
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(seed)
+        self._quantizer: Optional[nn.Module] = None
+
+    # -- feeding -----------------------------------------------------------------
+
+    def observe(self, indices: torch.Tensor, *, step: int, latents: Optional[torch.Tensor] = None) -> None:
+        """Record one batch: indices ``(B, h, w)`` or ``(B, h, w, Q)`` used at ``step``.
+
+        ``latents`` (``(B, dim, h, w)``, the quantizer's input) feed the restart
+        reservoir. Several calls with the same step (gradient accumulation) are
+        fine. Never synchronises with the host.
+        """
+        idx = indices.detach().to(self.device, torch.long)
+        if self.num_codebooks == 1 and idx.dim() == 3:
+            idx = idx.unsqueeze(-1)
+        if idx.dim() != 4 or idx.shape[-1] != self.num_codebooks:
+            suffix = f", {self.num_codebooks}" if self.num_codebooks > 1 else ""
+            raise ValueError(f"codebook health: expected indices (B, h, w{suffix}), got {tuple(indices.shape)}")
+        offsets = torch.arange(self.num_codebooks, device=self.device) * self.codebook_size
+        flat = (idx.reshape(-1, self.num_codebooks) + offsets).reshape(-1)
+        self.last_seen.view(-1).index_fill_(0, flat, int(step))
+        self.first_step = step if self.first_step is None else min(self.first_step, step)
+        self.latest_step = step if self.latest_step is None else max(self.latest_step, step)
+        if latents is not None and self.restart_dead_codes:
+            self._keep(latents)
+
+    def _keep(self, latents: torch.Tensor) -> None:
+        z = latents.detach().to(self.device, torch.float32)
+        vectors = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]) if z.dim() == 4 else z.reshape(-1, z.shape[-1])
+        if self.reservoir is None or self.reservoir.shape[1] != vectors.shape[1]:
+            self.reservoir = torch.zeros(self.reservoir_size, vectors.shape[1], device=self.device)
+            self.filled = self._next = 0
+        k = min(vectors.shape[0], max(1, self.reservoir_size // 8))
+        picks = torch.randperm(vectors.shape[0], generator=self._generator, device=self.device)[:k]
+        slots = (self._next + torch.arange(k, device=self.device)) % self.reservoir_size
+        self.reservoir.index_copy_(0, slots, vectors[picks])
+        self._next = (self._next + k) % self.reservoir_size
+        self.filled = min(self.reservoir_size, self.filled + k)
+
+    def attach(self, quantizer: nn.Module, *, step: Callable[[], int]):
+        """Observe every forward of ``quantizer`` in training mode (indices and input latents).
+
+        ``step()`` gives the current training step. Returns the hook handle
+        (``handle.remove()`` detaches). Eval-mode forwards are not observed.
+        """
+        self._quantizer = quantizer
+
+        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+            if module.training:
+                self.observe(output.indices, step=step(), latents=inputs[0] if inputs else None)
+
+        return quantizer.register_forward_hook(hook)
+
+    # -- reading -------------------------------------------------------------------
+
+    @property
+    def window_full(self) -> bool:
+        """Whether at least ``window`` steps have been observed since the first one."""
+        if self.first_step is None or self.latest_step is None:
+            return False
+        return self.latest_step - self.first_step + 1 >= self.window
+
+    def alive(self) -> torch.Tensor:
+        """``(Q, K)`` bool: codes used within the last ``window`` observed steps."""
+        if self.latest_step is None:
+            return torch.zeros_like(self.last_seen, dtype=torch.bool)
+        return self.last_seen > self.latest_step - self.window
+
+    def usage(self) -> list[float]:
+        """Fraction of each codebook's codes used in the window (host sync)."""
+        return [float(u) for u in self.alive().float().mean(dim=1).cpu()]
+
+    def dead_codes(self) -> list[torch.Tensor]:
+        """Per codebook, the ids of codes unused in the window (host sync)."""
+        alive = self.alive()
+        return [(~alive[q]).nonzero().flatten() for q in range(self.num_codebooks)]
+
+    def check(self, *, step: Optional[int] = None, quantizer: Optional[nn.Module] = None) -> dict[str, float]:
+        """Metrics for the log (usage, dead codes, low-usage flag), after restarting dead codes if enabled.
+
+        Keys: ``codebook/window_usage`` (mean over codebooks; per codebook as
+        ``codebook/window_usage_q{q}`` when there are several),
+        ``codebook/dead_codes`` (all codebooks), ``codebook/low_usage`` (1.0 while
+        below ``min_usage``) and, when codes were restarted,
+        ``codebook/restarted_codes``. Usage and dead codes are measured before
+        any restart. ``step`` only labels log messages (default: the latest observed).
+        """
+        if self.latest_step is None:
+            return {}
+        step = self.latest_step if step is None else step
+        usage = self.usage()
+        dead = self.dead_codes()
+        record: dict[str, float] = {
+            "codebook/window_usage": sum(usage) / len(usage),
+            "codebook/dead_codes": float(sum(int(d.numel()) for d in dead)),
+        }
+        if self.num_codebooks > 1:
+            for q, u in enumerate(usage):
+                record[f"codebook/window_usage_q{q}"] = u
+        low = self.window_full and self.min_usage > 0 and min(usage) < self.min_usage
+        if low and not self.low:
+            worst = min(range(len(usage)), key=usage.__getitem__)
+            which = f" (codebook {worst})" if self.num_codebooks > 1 else ""
+            log.warning(
+                "codebook usage %.1f%%%s over the last %d steps is below min_usage %.1f%% at step %d "
+                "(%d dead codes)", 100 * usage[worst], which, self.window, 100 * self.min_usage, step,
+                int(record["codebook/dead_codes"]),
+            )
+        elif self.low and not low:
+            log.info("codebook usage back above min_usage %.1f%% at step %d", 100 * self.min_usage, step)
+        self.low = low
+        record["codebook/low_usage"] = 1.0 if low else 0.0
+        if self.restart_dead_codes and self.window_full and record["codebook/dead_codes"] > 0:
+            restarted = self.restart(dead, quantizer=quantizer or self._quantizer, step=step)
+            if restarted:
+                record["codebook/restarted_codes"] = float(restarted)
+        return record
+
+    # -- restarts --------------------------------------------------------------------
+
+    @torch.no_grad()
+    def restart(self, dead: list[torch.Tensor], *, quantizer: Optional[nn.Module], step: int) -> int:
+        """Set dead codes to distinct reservoir latents; returns how many codes were restarted.
+
+        With fewer latents in the reservoir than dead codes, a random subset of
+        the dead codes is restarted now and the rest at later checks. Restarted
+        codes count as used at the latest step, so each gets a full window to
+        attract latents before it can be called dead again.
+        """
+        if quantizer is None or not supports_restart(quantizer):
+            if not self._warned_unsupported:
+                name = type(quantizer).__name__ if quantizer is not None else "no quantizer attached"
+                log.warning(
+                    "codebook health: restart_dead_codes is on but %s has no restart_codes(code_ids, vectors) "
+                    "method; dead codes are not restarted", name,
+                )
+                self._warned_unsupported = True
+            return 0
+        if self.reservoir is None or self.filled == 0:
+            return 0
+        total = 0
+        for q, ids in enumerate(dead):
+            if ids.numel() == 0:
+                continue
+            n = min(int(ids.numel()), self.filled)
+            if n < ids.numel():
+                ids = ids[torch.randperm(ids.numel(), generator=self._generator, device=self.device)[:n]]
+            picks = torch.randperm(self.filled, generator=self._generator, device=self.device)[:n]
+            vectors = self.reservoir[picks]
+            code_ids = ids.to(self.device)
+            if self.num_codebooks > 1:
+                quantizer.restart_codes(code_ids, vectors, codebook=q)
+            else:
+                quantizer.restart_codes(code_ids, vectors)
+            self.last_seen[q].index_fill_(0, code_ids, int(self.latest_step))
+            total += n
+        if total:
+            self.total_restarted += total
+            log.info("restarted %d dead codes at step %d", total, step)
+        return total
+
+    # -- resuming --------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly (tensors, ints; fits a vqtk train state)."""
+        return {
+            "last_seen": self.last_seen.cpu(),
+            "first_step": self.first_step,
+            "latest_step": self.latest_step,
+            "reservoir": None if self.reservoir is None else self.reservoir.cpu(),
+            "filled": self.filled,
+            "next": self._next,
+            "low": self.low,
+            "total_restarted": self.total_restarted,
+            "generator": self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        last_seen = state["last_seen"]
+        if tuple(last_seen.shape) != tuple(self.last_seen.shape):
+            raise ValueError(
+                f"codebook health state is for {tuple(last_seen.shape)} codes, this tracker has "
+                f"{tuple(self.last_seen.shape)}"
+            )
+        self.last_seen = last_seen.to(self.device, torch.long).clone()
+        self.first_step = state["first_step"]
+        self.latest_step = state["latest_step"]
+        res = state["reservoir"]
+        self.reservoir = None if res is None else res.to(self.device, torch.float32).clone()
+        self.filled = int(state["filled"])
+        self._next = int(state["next"])
+        self.low = bool(state["low"])
+        self.total_restarted = int(state["total_restarted"])
+        self._generator.set_state(state["generator"])
