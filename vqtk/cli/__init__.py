@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 import traceback
 from typing import Optional, Sequence
@@ -50,8 +51,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise VqtkError(f"unrecognized arguments: {' '.join(unknown or late)}")
         if late:
             args.overrides = [*args.overrides, *late]
+        quiet_rank = os.environ.get("RANK", "0") != "0"  # under torchrun, rank 0 speaks for all
         logging.basicConfig(
-            level=logging.DEBUG if args.verbose else logging.INFO,
+            level=logging.DEBUG if args.verbose else logging.WARNING if quiet_rank else logging.INFO,
             format="%(message)s",
             stream=sys.stderr,
         )

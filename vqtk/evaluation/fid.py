@@ -70,7 +70,8 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         from torchvision.models import inception_v3
 
-        net = inception_v3(weights=None, aux_logits=True, transform_input=False, init_weights=False)
+        with torch.device("meta"):  # no random initialisation: every tensor comes from the file
+            net = inception_v3(weights=None, aux_logits=True, transform_input=False, init_weights=False)
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
@@ -78,16 +79,19 @@ class InceptionFeatures(nn.Module):
         if not isinstance(state, dict):
             raise VqtkError(f"{weights}: does not hold a state dict")
         try:
-            net.load_state_dict(state, strict=True)
+            net.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as exc:
             first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
             raise VqtkError(f"{weights}: is not torchvision's {INCEPTION_FILE} ({first})") from None
         # torchvision's ImageNet weights are Google's, trained on inputs scaled to [-1, 1]
         # (transform_input=True only maps ImageNet-normalised input back to that scale)
+        net = net.float()
         net.fc = nn.Identity()
         net.dropout = nn.Identity()
         net.AuxLogits = None
         net.aux_logits = False
+        if any(t.is_meta for t in [*net.parameters(), *net.buffers()]):
+            raise VqtkError(f"{weights}: does not hold every tensor of torchvision's inception_v3")
         self.net = net.eval().requires_grad_(False)
 
     def train(self, mode: bool = True) -> "InceptionFeatures":

@@ -20,6 +20,7 @@ from vqtk.pretrained import load_state_strict, recipe_of
 from vqtk.recipe import dump_toml
 from vqtk.recipe.schema import Recipe
 from vqtk.registry import Registry, default_registry
+from vqtk.train import distributed
 from vqtk.train.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
 from vqtk.train.code_cache import cache_dir_for, cache_key, file_digest, load_or_encode
 from vqtk.train.environment import pick_device, rng_state, seed_everything, set_rng_state
@@ -57,6 +58,18 @@ def load_tokenizer(path, registry: Registry, device: torch.device) -> tuple[VQGA
     return model, recipe, ckpt.path
 
 
+class _PriorLoss(torch.nn.Module):
+    """``prior.loss`` as a module's forward, which is what DDP synchronises."""
+
+    def __init__(self, prior: Prior):
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, indices: torch.Tensor, labels: Optional[torch.Tensor]):
+        out = self.prior.loss(indices, labels)
+        return out.loss, out.metrics
+
+
 class Stage2Trainer:
     """Trains ``[prior]`` with ``[prior_train]`` on codes of the tokenizer at ``tokenizer_path``."""
 
@@ -69,7 +82,9 @@ class Stage2Trainer:
         self.registry = registry or default_registry()
         self.cfg = recipe.prior_train
         self.progress_enabled = progress
-        self.device = pick_device(recipe.train.device)
+        requested = pick_device(recipe.train.device)
+        self.dist = distributed.current(requested.type)
+        self.device = self.dist.device(requested)
         seed_everything(self.cfg.seed)
         self.tokenizer, tok_recipe, self.tokenizer_folder = load_tokenizer(tokenizer_path, self.registry, self.device)
         self.data = build_data(recipe, self.registry)
@@ -81,6 +96,12 @@ class Stage2Trainer:
             raise VqtkError(f"prior.num_classes: {self.prior.num_classes} classes, but the data has no labels")
         self.prior.to(self.device)
         self.opt = make_optimizer(self.prior.parameters(), self.cfg.optimizer)
+        self.loss_model: torch.nn.Module = _PriorLoss(self.prior)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.loss_model = DDP(self.loss_model, device_ids=ids, find_unused_parameters=True)
         self.step, self.epoch, self.position = 0, 0, 0
         self.resume = resume
 
@@ -110,18 +131,24 @@ class Stage2Trainer:
         digest = file_digest(self.tokenizer_folder / MODEL_FILE)
         data_toml = dump_toml({"data": self.resolved.get("data", {})})
         key = cache_key(digest, data_toml, self.cfg.encode_passes, self.cfg.seed)
-        return load_or_encode(self.tokenizer, self.data.train_set(), cache_dir=cache_dir_for(self.tokenizer_folder),
+        if self.dist.enabled and not self.dist.is_main:
+            self.dist.barrier()  # rank 0 encodes and writes the cache first
+        result = load_or_encode(self.tokenizer, self.data.train_set(), cache_dir=cache_dir_for(self.tokenizer_folder),
                               key=key, batch_size=max(self.recipe.train.batch_size, 8),
                               passes=self.cfg.encode_passes, seed=self.cfg.seed, device=self.device)
+        if self.dist.enabled and self.dist.is_main:
+            self.dist.barrier()
+        return result
 
     def _batches(self, n: int):
-        b = self.cfg.batch_size
+        """Index batches of this process; each global batch is split over the processes."""
+        b, world, rank = self.cfg.batch_size, self.dist.world_size, self.dist.rank
         while True:
             g = torch.Generator().manual_seed(self.cfg.seed * 7_919 + self.epoch)
             order = torch.randperm(n, generator=g)
-            while self.position + b <= n:
-                idx = order[self.position : self.position + b]
-                self.position += b
+            while self.position + b * world <= n:
+                idx = order[self.position + rank * b : self.position + (rank + 1) * b]
+                self.position += b * world
                 yield idx
             self.epoch, self.position = self.epoch + 1, 0
 
@@ -143,24 +170,28 @@ class Stage2Trainer:
         return save_png(tile(images.cpu()), self.out / "samples" / f"{tag}.png")
 
     def run(self) -> Path:
-        self.out.mkdir(parents=True, exist_ok=True)
+        main = self.dist.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
         if self.resume and (self.out / "checkpoints" / "last").exists():
             self._restore()
             if self.step >= self.cfg.steps:
                 log.info("stage 2 already complete at step %d", self.step)
                 return load_checkpoint(self.out).path
         codes, labels = self._codes()
-        if codes.shape[0] < self.cfg.batch_size:
-            raise VqtkError(f"prior_train.batch_size: {self.cfg.batch_size} exceeds the {codes.shape[0]} encoded grids")
+        if codes.shape[0] < self.cfg.batch_size * self.dist.world_size:
+            raise VqtkError(f"prior_train.batch_size: {self.cfg.batch_size} x {self.dist.world_size} processes "
+                            f"exceeds the {codes.shape[0]} encoded grids")
         codes = codes.to(self.device)
         labels = labels.to(self.device) if labels is not None else None
-        metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=self.step if self.step else None)
-        progress = Progress(self.cfg.steps, self.step, "stage 2", self.progress_enabled)
+        metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=self.step if self.step else None, enabled=main)
+        progress = Progress(self.cfg.steps, self.step, "stage 2", self.progress_enabled and main)
         stream = self._batches(codes.shape[0])
         tokens = 0
         t_last = time.perf_counter()
-        log.info("stage 2: %s prior, %d code grids of %s, %d steps of %d",
-                 self.recipe.prior.type, codes.shape[0], tuple(codes.shape[1:]), self.cfg.steps, self.cfg.batch_size)
+        if main:
+            log.info("stage 2: %s prior, %d code grids of %s, %d steps of %d x %d processes", self.recipe.prior.type,
+                     codes.shape[0], tuple(codes.shape[1:]), self.cfg.steps, self.cfg.batch_size, self.dist.world_size)
         self.prior.train()
         with _StopFlag() as stop:
             try:
@@ -169,38 +200,46 @@ class Stage2Trainer:
                     for group in self.opt.param_groups:
                         group["lr"] = lr
                     idx = next(stream).to(self.device)
-                    out = self.prior.loss(codes[idx], labels[idx] if labels is not None else None)
+                    loss_t, parts = self.loss_model(codes[idx], labels[idx] if labels is not None else None)
                     self.opt.zero_grad(set_to_none=True)
-                    out.loss.backward()
+                    loss_t.backward()
                     if self.cfg.optimizer.grad_clip > 0:
                         torch.nn.utils.clip_grad_norm_(self.prior.parameters(), self.cfg.optimizer.grad_clip)
                     self.opt.step()
                     self.step += 1
-                    tokens += idx.numel() * math.prod(codes.shape[1:])
+                    tokens += idx.numel() * math.prod(codes.shape[1:]) * self.dist.world_size
                     if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                        values = self.dist.mean({"loss": loss_t.detach(), **{k: v.detach() for k, v in parts.items()}})
                         now = time.perf_counter()
-                        loss = float(out.loss.detach())
+                        loss = float(values.pop("loss"))
                         if not math.isfinite(loss):
                             raise VqtkError(f"stage 2 diverged at step {self.step}: loss {loss}; the last checkpoint is intact")
                         record = {"step": self.step, "loss": loss, "bits_per_token": loss / math.log(2), "lr": lr,
                                   "tokens_per_s": tokens / max(now - t_last, 1e-9), "epoch": self.epoch,
-                                  **{k: float(v) for k, v in out.metrics.items()}}
+                                  **{k: float(v) for k, v in values.items()}}
                         metrics.write(record)
                         post = {"loss": f"{loss:.4f}", "bits/tok": f"{record['bits_per_token']:.3f}",
                                 "tok/s": f"{record['tokens_per_s']:.0f}"}
-                        progress.update(self.step, post)
-                        progress.line(self.step, post)
+                        if main:
+                            progress.update(self.step, post)
+                            progress.line(self.step, post)
                         tokens, t_last = 0, now
-                    if self.step % self.cfg.sample_every == 0 and self.step < self.cfg.steps:
+                    if self.step % self.cfg.sample_every == 0 and self.step < self.cfg.steps and main:
                         self.write_samples(f"step_{self.step:06d}")
-                    if self.step % self.cfg.checkpoint_every == 0 and self.step < self.cfg.steps:
+                    if self.step % self.cfg.checkpoint_every == 0 and self.step < self.cfg.steps and main:
                         self.save()
-                    if stop.requested:
-                        path = self.save()
-                        log.warning("stopped at step %d; checkpoint %s (resume with --resume)", self.step, path)
+                    stopping = stop.requested if not self.dist.enabled else bool(
+                        self.dist.mean({"s": torch.tensor(float(stop.requested))})["s"] > 0)
+                    if stopping:
+                        if main:
+                            path = self.save()
+                            log.warning("stopped at step %d; checkpoint %s (resume with --resume)", self.step, path)
                         raise KeyboardInterrupt
             finally:
                 progress.close()
+        if not main:
+            self.dist.barrier()
+            return load_checkpoint(self.out).path
         path = self.save()
         grid_png = self.write_samples("final")
         log.info("samples: %s", grid_png)
@@ -214,4 +253,5 @@ class Stage2Trainer:
         plot_curves({"loss": metrics.series(["loss"]).get("loss", [])}, self.out / "loss_curve.png",
                     title="stage 2 prior loss (nats/token, log scale)")
         log.info("stage 2 done: checkpoint %s", path)
+        self.dist.barrier()
         return path
