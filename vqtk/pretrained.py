@@ -62,14 +62,23 @@ def load(
 ) -> VQGAN:
     """A trained VQGAN from a run folder, checkpoint folder or ``model.safetensors``, in eval mode.
 
-    ``device`` defaults to CUDA when available; ``dtype`` to float32.
+    A taming-transformers VQModel checkpoint (``.ckpt``, ``.pt``, ``.pth``) loads
+    too: converted in memory with its architecture inferred from the weights,
+    without running code from the pickle (``vqtk convert taming`` writes it as a
+    vqtk checkpoint instead). ``device`` defaults to CUDA when available;
+    ``dtype`` to float32.
     """
+    from vqtk.interop.taming import TAMING_SUFFIXES, load_taming_model
     from vqtk.train.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(path)
-    recipe = recipe_of(ckpt, registry)
-    model = build_vqgan(recipe, registry)
-    load_state_strict(model, ckpt.state_dict("model"), str(ckpt.path))
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() in TAMING_SUFFIXES:
+        model, recipe = load_taming_model(p, registry)
+    else:
+        ckpt = load_checkpoint(path)
+        recipe = recipe_of(ckpt, registry)
+        model = build_vqgan(recipe, registry)
+        load_state_strict(model, ckpt.state_dict("model"), str(ckpt.path))
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device=device, dtype=dtype or torch.float32).eval()
     model.recipe = recipe  # type: ignore[attr-defined]

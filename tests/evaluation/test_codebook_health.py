@@ -255,3 +255,38 @@ def test_builtin_quantizers_follow_the_protocol_when_they_implement_it(builtins_
             assert "codebook/restarted_codes" not in h.check(quantizer=q)
         assert "has no restart_codes" in caplog.text
         assert all(torch.equal(before[k], v) for k, v in q.state_dict().items())
+
+
+def _ddp_rank(rank: int, init_file: str, result_dir: str) -> None:
+    """One of two gloo ranks: each sees different codes and latents; results saved for the parent."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        q = ToyVQ(dim=2, codebook_size=8, init=torch.zeros(8, 2))
+        h = CodebookHealth(codebook_size=8, window=2, restart_dead_codes=True, reservoir_size=16, seed=rank)
+        z = torch.full((1, 2, 1, 2), float(rank + 1))  # rank 0 keeps latents of 1s, rank 1 of 2s
+        for step in (1, 2):
+            h.observe(_idx(rank, rank + 2), step=step, latents=z)  # rank 0: codes 0, 2; rank 1: codes 1, 3
+        record = h.check(quantizer=q)
+        torch.save({"record": record, "codebook": q.codebook.detach().clone(), "usage": h.usage()},
+                   f"{result_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_share_usage_and_apply_the_same_restarts(tmp_path):
+    import torch.multiprocessing as mp
+
+    # fork: the children reuse this process's imports (spawn would import torch twice more)
+    mp.start_processes(_ddp_rank, args=(str(tmp_path / "pg"), str(tmp_path)), nprocs=2, join=True,
+                       start_method="fork")
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    # usage of the global batch: codes 0-3 used across the two ranks
+    assert r0["record"]["codebook/window_usage"] == r1["record"]["codebook/window_usage"] == 0.5
+    assert r0["record"]["codebook/dead_codes"] == 4
+    assert r0["record"]["codebook/restarted_codes"] == r1["record"]["codebook/restarted_codes"] == 4
+    assert torch.equal(r0["codebook"], r1["codebook"])  # identical codebooks on both ranks
+    assert torch.equal(r0["codebook"][4:], torch.ones(4, 2))  # rank 0's latents
+    assert r0["usage"] == r1["usage"] == [1.0]

@@ -51,6 +51,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise VqtkError("eval: give a checkpoint to evaluate, or --compare REPORT.json ...")
     if args.workers < 0:
         raise VqtkError(f"--workers: must be >= 0, got {args.workers}")
+    if args.device is not None:
+        import torch
+
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise VqtkError(f"--device: {args.device!r} is not a device (cpu, cuda, cuda:N)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise VqtkError(f"--device: {args.device!r} requested but CUDA is not available here")
     from vqtk.evaluation.compare import compare_table
     from vqtk.evaluation.report import run_evaluation
 

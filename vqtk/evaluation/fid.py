@@ -14,7 +14,6 @@ The report always names the implementation.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Optional
 
@@ -23,8 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqtk.errors import VqtkError
-
-log = logging.getLogger("vqtk")
 
 #: torchvision's file for ``Inception_V3_Weights.IMAGENET1K_V1``.
 INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"

@@ -273,11 +273,22 @@ def build_report(
     }
 
 
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats (a diverged model's NaN reconstructions) become ``null``: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def write_json(report: dict[str, Any], path: Path) -> Path:
-    """Write atomically, indented, with a trailing newline."""
+    """Write atomically, indented, with a trailing newline; non-finite numbers as ``null``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
     return path
 

@@ -22,6 +22,7 @@ defines ``Unpickler`` and ``load``.
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import logging
 import pickle
@@ -129,6 +130,11 @@ class Unpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         module, name = str(module), str(name)
+        # protocol <= 2 pickles (torch.save's default) use Python 2 names: __builtin__.set...
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         allowed = _ALLOWED.get((module, name))
         if allowed is not None:
             return allowed
@@ -217,7 +223,8 @@ def find_state_dict(obj: Any, path: str | Path, key: str = "state_dict") -> dict
             f"{path}: {where} entry {k!r} is a {type(sd[k]).__name__}, not a tensor "
             f"({len(bad)} such entr{'y' if len(bad) == 1 else 'ies'})"
         )
-    return dict(sd)
+    # detached: whatever hooks or grad state the pickle attached to a tensor stay behind
+    return {k: v.detach() for k, v in sd.items()}
 
 
 __all__: list[str] = ["Placeholder", "Unpickler", "find_state_dict", "load", "loads", "read_torch_file"]

@@ -257,6 +257,10 @@ def rebuild_taming(ckpt: TamingCheckpoint, *, config: Optional[str | Path] = Non
 
     spec = _spec_for(ckpt, config, resolution)
     model_sd, disc_sd, ignored = taming_to_vqtk_state(ckpt.state_dict)
+    if "quantize.used" in ignored:
+        log.warning("%s: the quantizer remaps its indices to a subset of codes (quantize.used); the "
+                    "converted model decodes the same pixels but numbers codes by the full codebook",
+                    ckpt.path.name)
     if ignored:
         shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
         log.warning("%s: ignored %d tensor(s) with no vqtk counterpart: %s", ckpt.path.name, len(ignored), shown)

@@ -9,6 +9,7 @@ exceptions into ``dotted.path: message`` lines.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import typing
 from typing import Any, Literal, Optional
@@ -24,6 +25,7 @@ from vqtk.recipe.schema import ComponentRef, LossRef
 from vqtk.registry import Registry
 
 _EXTRA = "\x00extra\x00"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "string"}
 
 
@@ -54,9 +56,20 @@ def _strict_scalar(t: type):
     def hook(value: Any, _t: Any) -> Any:
         if t is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            return float(value) if ok else _fail(name, value)
+            if not ok:
+                _fail(name, value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int too large for a float
+                raise _Problem(f"expected a finite number, got {value}") from None
+            if not math.isfinite(number):
+                raise _Problem(f"expected a finite number, got {show(value)}")
+            return number
         if t is int:
             ok = isinstance(value, int) and not isinstance(value, bool)
+            if ok and not _INT64_MIN <= value <= _INT64_MAX:
+                # Python ints are unbounded; torch, numpy and safetensors metadata are not
+                raise _Problem(f"{value} is out of range (integers must fit in 64 bits)")
         else:
             ok = isinstance(value, t)
         return value if ok else _fail(name, value)
@@ -155,7 +168,8 @@ class RecipeConverter:
     def _component(self, value: Any, t: type) -> ComponentRef:
         kind = t.kind
         if not isinstance(value, dict):
-            raise _Problem(f"expected a {kind} table with a 'type' key, got {show(value)}")
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise _Problem(f"expected {article} {kind} table with a 'type' key, got {show(value)}")
         if "type" not in value:
             available = ", ".join(self.registry.names(kind)) or "(none)"
             raise _Problem(f"required field missing; available {kind} types: {available}", ".type")

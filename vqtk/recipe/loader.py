@@ -18,18 +18,27 @@ from vqtk.recipe.schema import Recipe
 from vqtk.registry import Registry, default_registry
 
 MAX_EXTENDS_DEPTH = 32
+#: a recipe is a few kB; anything this large is a wrong path (or /dev/zero)
+MAX_RECIPE_BYTES = 16 * 2**20
 
 
 def read_toml(path: Path) -> dict:
     """Parse one TOML file, turning I/O and syntax errors into one-line messages."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:  # a pipe works too; /dev/zero must not fill memory
+            data = f.read(MAX_RECIPE_BYTES + 1)
     except FileNotFoundError:
         raise VqtkError(f"{path}: no such recipe file") from None
     except IsADirectoryError:
         raise VqtkError(f"{path}: is a folder, not a recipe file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VqtkError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise VqtkError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise VqtkError(f"{path}: larger than {MAX_RECIPE_BYTES // 2**20} MiB, not a recipe")
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is fine
+    except UnicodeDecodeError as exc:
+        raise VqtkError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -72,7 +81,9 @@ def load_raw(path: str | Path, _chain: Optional[list[Path]] = None) -> dict:
     if not isinstance(parent, str):
         raise VqtkError(f"{path}: extends: expected a path string, got {show(parent)}")
     parent_path = (path.parent / parent) if not Path(parent).is_absolute() else Path(parent)
-    if not parent_path.is_file():
+    if parent_path.is_dir():
+        raise VqtkError(f"{path}: extends: {parent_path} is a folder, not a recipe file")
+    if not parent_path.exists():
         raise VqtkError(f"{path}: extends: no such recipe file {parent_path}")
     return merge(load_raw(parent_path, [*chain, resolved]), data)
 

@@ -111,6 +111,16 @@ class TrainSection:
     checkpoint_every: int = attrs.field(default=500, validator=positive)
     #: held-out batches scored (PSNR, LPIPS) at each image/ checkpoint interval
     eval_batches: int = attrs.field(default=2, validator=non_negative)
+    #: steps in the rolling window over which codebook usage and dead codes are measured
+    health_window: int = attrs.field(default=100, validator=positive)
+    #: warn once per crossing (and log codebook/low_usage = 1) when a codebook's windowed
+    #: usage is below this fraction; 0 = off
+    min_usage: float = attrs.field(default=0.0, validator=in_range(0.0, 1.0))
+    #: at log steps, set codes unused for health_window steps to recent encoder outputs
+    #: (quantizers with restart_codes: vq, factorized, ema_vq)
+    restart_dead_codes: bool = False
+    #: recent quantizer inputs kept for restarts
+    restart_reservoir: int = attrs.field(default=1024, validator=positive)
     optimizer: OptimizerSection = attrs.Factory(OptimizerSection)
     disc_optimizer: OptimizerSection = attrs.Factory(OptimizerSection)
 

@@ -13,6 +13,9 @@ steps, reads it back and returns metrics::
     record.update(health.check(step=trainer.step))              # at log steps
 
 A code is *dead* when no step of the last ``window`` observed steps used it.
+Under torch.distributed, :meth:`CodebookHealth.check` (called on every rank at
+the same steps) merges the ranks' records, so usage is that of the global
+batch, and every rank applies the same restarts (rank 0's latents).
 Restarting needs the quantizer's cooperation: a quantizer that supports it
 has a method ``restart_codes(code_ids, vectors)`` (see :class:`RestartableQuantizer`).
 """
@@ -23,6 +26,7 @@ import logging
 from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 log = logging.getLogger("vqtk")
@@ -50,6 +54,10 @@ class RestartableQuantizer(Protocol):
 def supports_restart(quantizer: Any) -> bool:
     """Whether ``quantizer`` implements :class:`RestartableQuantizer`."""
     return callable(getattr(quantizer, "restart_codes", None))
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class CodebookHealth:
@@ -193,6 +201,8 @@ class CodebookHealth:
         """
         if self.latest_step is None:
             return {}
+        if _world_size() > 1:  # a code used on any rank is used
+            dist.all_reduce(self.last_seen, op=dist.ReduceOp.MAX)
         step = self.latest_step if step is None else step
         usage = self.usage()
         dead = self.dead_codes()
@@ -242,28 +252,52 @@ class CodebookHealth:
                 )
                 self._warned_unsupported = True
             return 0
-        if self.reservoir is None or self.filled == 0:
+        world = _world_size()
+        if world == 1 and (self.reservoir is None or self.filled == 0):
             return 0
         total = 0
         for q, ids in enumerate(dead):
-            if ids.numel() == 0:
+            if world == 1 and ids.numel() == 0:
                 continue
-            n = min(int(ids.numel()), self.filled)
-            if n < ids.numel():
-                ids = ids[torch.randperm(ids.numel(), generator=self._generator, device=self.device)[:n]]
-            picks = torch.randperm(self.filled, generator=self._generator, device=self.device)[:n]
-            vectors = self.reservoir[picks]
-            code_ids = ids.to(self.device)
+            code_ids, vectors = self._pick(ids, dim=int(getattr(quantizer, "dim", 0)))
+            if world > 1:  # every rank applies rank 0's choice
+                code_ids, vectors = self._broadcast(code_ids, vectors)
+            if code_ids.numel() == 0:
+                continue
             if self.num_codebooks > 1:
                 quantizer.restart_codes(code_ids, vectors, codebook=q)
             else:
                 quantizer.restart_codes(code_ids, vectors)
             self.last_seen[q].index_fill_(0, code_ids, int(self.latest_step))
-            total += n
+            total += int(code_ids.numel())
         if total:
             self.total_restarted += total
             log.info("restarted %d dead codes at step %d", total, step)
         return total
+
+    def _pick(self, ids: torch.Tensor, *, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to ``len(ids)`` dead codes and as many distinct reservoir latents."""
+        width = self.reservoir.shape[1] if self.reservoir is not None else dim
+        n = min(int(ids.numel()), self.filled)
+        if n == 0:
+            return ids[:0].to(self.device), torch.zeros(0, width, device=self.device)
+        if n < ids.numel():
+            ids = ids[torch.randperm(ids.numel(), generator=self._generator, device=self.device)[:n]]
+        picks = torch.randperm(self.filled, generator=self._generator, device=self.device)[:n]
+        return ids.to(self.device), self.reservoir[picks]
+
+    def _broadcast(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        count = torch.tensor([code_ids.numel(), vectors.shape[1]], device=self.device)
+        dist.broadcast(count, src=0)
+        n, width = (int(v) for v in count.cpu())
+        if dist.get_rank() != 0:
+            code_ids = torch.empty(n, dtype=torch.long, device=self.device)
+            vectors = torch.empty(n, width, device=self.device)
+        if n:
+            code_ids, vectors = code_ids.contiguous(), vectors.contiguous()
+            dist.broadcast(code_ids, src=0)
+            dist.broadcast(vectors, src=0)
+        return code_ids, vectors
 
     # -- resuming --------------------------------------------------------------------
 

@@ -146,6 +146,15 @@ class Stage1Trainer:
             self.g_model = DDP(_TupleOutputs(self.model), device_ids=ids, find_unused_parameters=True)
             if self.disc is not None:
                 self.d_model = DDP(self.disc, device_ids=ids)
+        from vqtk.train.codebook_health import CodebookHealth
+
+        q = self.model.quantizer
+        self.health = CodebookHealth(codebook_size=q.codebook_size, num_codebooks=q.num_codebooks,
+                                     window=self.cfg.health_window, min_usage=self.cfg.min_usage,
+                                     restart_dead_codes=self.cfg.restart_dead_codes,
+                                     reservoir_size=self.cfg.restart_reservoir, device=self.device,
+                                     seed=self.cfg.seed)
+        self.health.attach(q, step=lambda: self.step)
         self.nonfinite_steps = 0
         self.consecutive_nonfinite = 0
         self.step = 0
@@ -179,6 +188,7 @@ class Stage1Trainer:
             "rng": rng_state(),
             "stream": {"epoch": self.stream.state.epoch, "position": self.stream.state.position},
             "nonfinite_steps": self.nonfinite_steps,
+            "codebook_health": self.health.state_dict(),
             "scaler_g": self.scaler_g.state_dict(),
             "scaler_d": self.scaler_d.state_dict(),
         }
@@ -214,6 +224,8 @@ class Stage1Trainer:
         self.step = int(st["step"])
         self.stream_state = StreamState(**st["stream"])
         self.nonfinite_steps = int(st.get("nonfinite_steps", 0))
+        if "codebook_health" in st:
+            self.health.load_state_dict(st["codebook_health"])
         if st.get("scaler_g"):
             self.scaler_g.load_state_dict(st["scaler_g"])
             self.scaler_d.load_state_dict(st["scaler_d"])
@@ -445,11 +457,12 @@ class Stage1Trainer:
                     images_done += sum(m.shape[0] for m in micro) * self.dist.world_size
                     if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
                         logs = self.dist.mean(logs)
+                        health = self.health.check(step=self.step)  # every rank: may use collectives
                         now = time.perf_counter()
                         rate = images_done / max(now - t_last, 1e-9)
                         record = {"step": self.step, **{k: float(v) for k, v in logs.items()}, **lrs,
                                   "images_per_s": rate, "epoch": self.stream.state.epoch,
-                                  "nonfinite_steps": self.nonfinite_steps}
+                                  "nonfinite_steps": self.nonfinite_steps, **health}
                         self.metrics.write(record)
                         post = {"loss": f"{record.get('loss/total', float('nan')):.4f}",
                                 "usage": f"{record.get('quantizer/usage', float('nan')):.2f}",

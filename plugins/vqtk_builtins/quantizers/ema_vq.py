@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from vector_quantize_pytorch import VectorQuantize
 
 from vqtk.interfaces import Quantizer, QuantizerOutput
@@ -87,6 +88,22 @@ class EMAVectorQuantizer(Quantizer):
             loss=loss.sum(),  # a fresh scalar, never the library's shared zero buffer
             metrics={"commitment": parts.commitment.detach()},
         )
+
+    @torch.no_grad()
+    def restart_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        """Set codes ``code_ids`` to latents ``vectors`` ``(n, dim)`` (as ``quantize`` receives them).
+
+        Used by vqtk's codebook-health tracker to revive dead codes; their EMA
+        statistics are reset to the new code.
+        """
+        cb = self.vq._codebook
+        ids = code_ids.to(cb.embed.device, torch.long)
+        x = self.vq.project_in(vectors.to(cb.embed.device, cb.embed.dtype))
+        if cb.use_cosine_sim:
+            x = F.normalize(x, dim=-1)
+        cb.embed.data[0, ids] = x
+        cb.cluster_size.data[0, ids] = cb.reset_cluster_size
+        cb.embed_avg.data[0, ids] = x * cb.reset_cluster_size
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Codes for ``(B, h, w)`` indices, as ``(B, dim, h, w)`` latents."""

@@ -144,6 +144,20 @@ class VectorQuantizer(Quantizer):
             quantized=quantized, indices=indices_to_grid(idx, grid), loss=loss, metrics=metrics
         )
 
+    @torch.no_grad()
+    def restart_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        """Set codes ``code_ids`` to latents ``vectors`` ``(n, dim)`` (as ``quantize`` receives them).
+
+        Used by vqtk's codebook-health tracker to revive dead codes; their EMA usage
+        counts are reset so the library's own dead-code check leaves them alone.
+        """
+        cb = self.vq._codebook
+        ids = code_ids.to(cb.embed.device, torch.long)
+        x = self._project(vectors.to(cb.embed.device, cb.embed.dtype))
+        cb.embed.data[0, ids] = x
+        cb.cluster_size.data[0, ids] = cb.reset_cluster_size
+        cb.embed_avg.data[0, ids] = x * cb.reset_cluster_size
+
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Codes for ``(B, h, w)`` indices, as ``(B, dim, h, w)`` latents."""
         idx, grid = indices_to_tokens(indices, 1, type(self).__name__)
