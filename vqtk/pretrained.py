@@ -78,7 +78,7 @@ def load(
         ckpt = load_checkpoint(path)
         recipe = recipe_of(ckpt, registry)
         model = build_vqgan(recipe, registry)
-        load_state_strict(model, ckpt.state_dict("model"), str(ckpt.path))
+        load_state_strict(model, ckpt.tokenizer_state(), str(ckpt.path))
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device=device, dtype=dtype or torch.float32).eval()
     model.recipe = recipe  # type: ignore[attr-defined]

@@ -153,3 +153,13 @@ def test_ema_weights_are_kept_and_saved(tmp_path, toy_registry):
     raw = ck.state_dict("model")["quant_conv.weight"]
     assert not torch.equal(ema["module.quant_conv.weight"], raw)  # an average, not a copy
     assert torch.equal(ema["module.quant_conv.weight"], trainer.eval_model.quant_conv.weight.detach())
+
+
+def test_vqtk_load_prefers_the_moving_average(tmp_path, toy_registry):
+    import vqtk.pretrained
+
+    out = tmp_path / "ema_load"
+    trainer = _trainer(tmp_path, toy_registry, out, ["train.ema_decay=0.5", "train.steps=2"])
+    trainer.run()
+    model = vqtk.pretrained.load(out, device="cpu", registry=toy_registry)
+    assert torch.equal(model.quant_conv.weight, trainer.eval_model.quant_conv.weight.detach())

@@ -53,6 +53,11 @@ class Checkpoint:
     def step(self) -> int:
         return int(self.metadata.get("step", "0"))
 
+    def tokenizer_state(self) -> dict[str, torch.Tensor]:
+        """The tokenizer weights to use: the moving average (``ema.module.*``) when the run kept one."""
+        ema = self.state_dict("ema.module")
+        return ema if ema else self.state_dict("model")
+
     def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
         """The tensors stored under ``prefix.`` (e.g. ``model`` or ``discriminator``)."""
         p = prefix + "."

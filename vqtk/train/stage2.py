@@ -53,7 +53,7 @@ def load_tokenizer(path, registry: Registry, device: torch.device) -> tuple[VQGA
     ckpt = load_checkpoint(path)
     recipe = recipe_of(ckpt, registry)
     model = build_vqgan(recipe, registry)
-    load_state_strict(model, ckpt.state_dict("model"), str(ckpt.path))
+    load_state_strict(model, ckpt.tokenizer_state(), str(ckpt.path))
     model.to(device).eval().requires_grad_(False)
     return model, recipe, ckpt.path
 
