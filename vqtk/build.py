@@ -131,8 +131,10 @@ def probe_shapes(model: VQGAN, discriminator: Optional[Discriminator], resolutio
     one-line :class:`VqtkError` (``model.decoder: returned shape ..., expected ...``).
     """
     channels = model.encoder.in_channels
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
     with too_large("data.resolution", f" a {resolution}x{resolution} image"):
-        x = torch.zeros(1, channels, resolution, resolution)
+        x = torch.zeros(1, channels, resolution, resolution, device=device)
     was_training = model.training
     model.eval()
     try:

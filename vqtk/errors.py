@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Iterable
+
+
+def printable(text: str, *, keep_newlines: bool = True) -> str:
+    """``text`` with control characters escaped (``\\r``, ``\\x1b``...), so that a value
+    quoted from a hostile file can neither split an error line nor drive the terminal."""
+    out = []
+    for ch in text:
+        if ch == "\n" and keep_newlines or ch == "\t":
+            out.append(ch)
+        elif unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 class VqtkError(Exception):
     """Bad input: a recipe, an argument, a file or data the user can fix.
 
     The CLI prints each line of the message after ``vqtk: error:`` and exits
-    with status 2, without a traceback.
+    with status 2, without a traceback. Control characters other than the
+    line breaks between problems are escaped.
     """
 
     exit_code = 2
 
+    def __init__(self, message: object = "", *args: object):
+        super().__init__(printable(str(message)), *args)
+
 
 class RecipeError(VqtkError):
-    """One or more problems in a recipe, each ``dotted.path: message``."""
+    """One or more problems in a recipe, each ``dotted.path: message`` on one line."""
 
     def __init__(self, problems: Iterable[str]):
-        self.problems = list(problems)
+        self.problems = [printable(p, keep_newlines=False) for p in problems]
         super().__init__("\n".join(self.problems))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -29,8 +30,19 @@ def recipe_of(checkpoint, registry: Optional[Registry] = None) -> Recipe:
     try:
         return recipe_from_dict(data, registry)
     except RecipeError as exc:
+        hint = ""
+        try:
+            written = json.loads(checkpoint.metadata.get("versions", "{}")).get("plugins", {})
+        except (json.JSONDecodeError, AttributeError):
+            written = {}
+        from vqtk.registry import default_registry
+
+        installed = (registry or default_registry()).plugins
+        absent = [f"{name} {version}".strip() for name, version in written.items() if name not in installed]
+        if absent:
+            hint = f" (written with plugins not installed here: {', '.join(absent)})"
         raise VqtkError(
-            f"{checkpoint.path}: its recipe does not validate with the installed plugins:\n{exc}"
+            f"{checkpoint.path}: its recipe does not validate with the installed plugins{hint}:\n{exc}"
         ) from None
 
 

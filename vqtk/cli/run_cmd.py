@@ -49,10 +49,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise VqtkError(f"--out {out}: already holds a run; pass --resume to continue it, or choose another --out")
     if args.resume and not any(_has_run(f) for f, w in ((out, stage1), (prior_out, stage2)) if w):
         raise VqtkError(f"--resume: {out} holds no checkpoint to resume")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise VqtkError(f"--out {out}: cannot create ({exc.strerror})") from None
+
+    def make_out() -> None:  # only once the model is built: a bad recipe leaves no folder behind
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VqtkError(f"--out {out}: cannot create ({exc.strerror})") from None
 
     tokenizer = args.tokenizer
     if stage1:
@@ -60,6 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         trainer = Stage1Trainer(recipe, resolved, out, resume=args.resume and _has_run(out),
                                 progress=not args.no_progress)
+        make_out()
         tokenizer = trainer.run()
     if stage2:
         from vqtk.train.stage2 import Stage2Trainer
@@ -70,5 +73,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             tokenizer = out
         trainer2 = Stage2Trainer(recipe, resolved, prior_out, tokenizer, resume=args.resume,
                                  progress=not args.no_progress)
+        make_out()
         trainer2.run()
     return 0

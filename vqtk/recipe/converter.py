@@ -9,6 +9,7 @@ exceptions into ``dotted.path: message`` lines.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 import typing
@@ -16,7 +17,8 @@ from typing import Any, Literal, Optional
 
 import attrs
 import cattrs
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
+from cattrs.cols import is_mapping, mapping_structure_factory
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, StructureHandlerNotFoundError
 from cattrs.gen import make_dict_structure_fn
 from cattrs.v import transform_error
 
@@ -32,7 +34,7 @@ _TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "string"}
 def show(value: Any) -> str:
     """A value as it would appear in TOML, for error messages."""
     if isinstance(value, str):
-        return f'"{value}"'
+        return json.dumps(value, ensure_ascii=False)  # quoted, with newlines escaped: one line
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
@@ -119,6 +121,7 @@ class RecipeConverter:
         c.register_structure_hook_func(_is_literal, _literal_hook)
         c.register_structure_hook_func(_is_fixed_tuple, self._fixed_tuple)
         c.register_structure_hook_func(_is_var_sequence, self._sequence)
+        c.register_structure_hook_factory(is_mapping, self._mapping_factory)
         c.register_structure_hook_func(
             lambda t: isinstance(t, type) and issubclass(t, ComponentRef), self._component
         )
@@ -158,6 +161,16 @@ class RecipeConverter:
             raise _Problem(f"expected an array, got {show(value)}")
         items = [self._item(v, item_t, i) for i, v in enumerate(value)]
         return items if typing.get_origin(t) is list else tuple(items)
+
+    def _mapping_factory(self, t: Any) -> Any:
+        inner = mapping_structure_factory(t, self.c)
+
+        def hook(value: Any, _t: Any) -> Any:
+            if not isinstance(value, dict):
+                raise _Problem(f"expected a table, got {show(value)}")
+            return inner(value, _t)
+
+        return hook
 
     def _item(self, value: Any, t: Any, index: int) -> Any:
         try:
@@ -260,9 +273,22 @@ def _format_exception(exc: BaseException, _type: Any) -> str:
         return _EXTRA + "\x02".join(sorted(exc.extra_fields)) + "\x03" + "\x02".join(allowed)
     if isinstance(exc, KeyError):
         return "required field missing"
+    if isinstance(exc, StructureHandlerNotFoundError):
+        # the component's config class, not the recipe, is at fault
+        return (f"the component's config has a field of type {_type_name(exc.type_)}, which a recipe "
+                "cannot hold (a bug in the plugin that registered it)")
     if isinstance(exc, (ValueError, TypeError)):  # a config's own cross-field check
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def _key(key: str) -> str:
+    """A table key as TOML writes it: bare when it can be, else quoted (never spanning lines)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
+
+
+def _type_name(t: Any) -> str:
+    return t.__qualname__ if isinstance(t, type) else str(t).replace("typing.", "")
 
 
 def _clean_path(path: str) -> str:
@@ -286,7 +312,7 @@ def _format(exc: BaseException) -> list[str]:
                 hint = difflib.get_close_matches(key, options, n=1)
                 text = f"unknown key; did you mean {hint[0]!r}?" if hint else "unknown key"
                 text += f" (allowed: {', '.join(options)})" if options else ""
-                out.append(f"{_clean_path(path + '.' + key)}: {text}")
+                out.append(f"{_clean_path(path + '.' + _key(key))}: {text}")
         elif "\x01" in message:
             sub, _, text = message.partition("\x01")
             out.append(f"{_clean_path(path + sub)}: {text}")

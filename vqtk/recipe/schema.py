@@ -7,11 +7,19 @@ config fields; everything else is described by the attrs classes below.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal, Optional
 
 import attrs
 
 from vqtk.config import in_range, non_negative, positive
+
+SEED_MAX = 2**32 - 1
+
+
+def _device_name(_inst: Any, _attr: Any, value: str) -> None:
+    if not re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", value):
+        raise ValueError(f'expected "auto", "cpu", "cuda", "cuda:N", "mps" or "xpu", got "{value}"')
 
 
 @attrs.define(kw_only=True)
@@ -90,9 +98,10 @@ class TrainSection:
     batch_size: int = attrs.field(validator=positive)
     #: micro-batches accumulated per optimizer step (effective batch = batch_size * grad_accum)
     grad_accum: int = attrs.field(default=1, validator=positive)
-    seed: int = 0
+    #: seeds every random number generator (numpy's accepts 0 .. 2**32 - 1)
+    seed: int = attrs.field(default=0, validator=in_range(0, SEED_MAX))
     #: "auto" picks CUDA when available, else CPU; or "cpu", "cuda", "cuda:1"...
-    device: str = "auto"
+    device: str = attrs.field(default="auto", validator=_device_name)
     #: autocast precision (bf16 works on CPU and CUDA; fp16 adds a gradient scaler);
     #: quantizer distances and loss statistics always run in fp32
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -135,7 +144,8 @@ class PriorTrainSection:
 
     steps: int = attrs.field(validator=positive)
     batch_size: int = attrs.field(validator=positive)
-    seed: int = 0
+    #: seeds every random number generator (numpy's accepts 0 .. 2**32 - 1)
+    seed: int = attrs.field(default=0, validator=in_range(0, SEED_MAX))
     #: times the training set is encoded into the code cache (random crops differ per pass)
     encode_passes: int = attrs.field(default=1, validator=positive)
     log_every: int = attrs.field(default=10, validator=positive)

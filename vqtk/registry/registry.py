@@ -105,7 +105,7 @@ class Registry:
             try:
                 plugin = ep.load()
             except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                if isinstance(exc, KeyboardInterrupt):  # a plugin calling sys.exit() is a broken plugin
                     raise
                 record.error = f"failed to import: {_describe(exc)}"
                 self.plugins[ep.name] = record
@@ -151,7 +151,7 @@ class Registry:
                 if impl.plugin_name == name:
                     impl.function(register=register)
         except BaseException as exc:  # noqa: BLE001
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            if isinstance(exc, KeyboardInterrupt):  # a plugin calling sys.exit() is a broken plugin
                 raise
             record.error = f"failed to register: {_describe(exc)}"
             self.pm.unregister(name=name)

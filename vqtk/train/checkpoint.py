@@ -11,13 +11,19 @@ Layout of a run's ``checkpoints/`` folder::
 
 A step folder is written as ``step_000500.partial`` and renamed when complete;
 ``last`` is replaced atomically afterwards. A kill at any moment leaves ``last``
-pointing at a complete checkpoint.
+pointing at a complete checkpoint (while a step is saved a second time, the
+previous copy waits as ``step_000500.old``, which loading falls back to).
+
+Each file's metadata holds a SHA-256 of its tensors (names, dtypes, shapes,
+bytes), checked on load: a checkpoint damaged on disk is an error, not
+silently wrong weights.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -34,6 +40,8 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.safetensors"
 LAST = "last"
 FORMAT = "vqtk-checkpoint-1"
+DIGEST = "sha256"
+_STEP_NAME = re.compile(r"step_\d+")
 
 
 @attrs.define
@@ -51,7 +59,10 @@ class Checkpoint:
 
     @property
     def step(self) -> int:
-        return int(self.metadata.get("step", "0"))
+        try:
+            return int(self.metadata.get("step", "0"))
+        except ValueError:
+            raise VqtkError(f"{self.path}: corrupt metadata (step {self.metadata.get('step')!r})") from None
 
     def tokenizer_state(self) -> dict[str, torch.Tensor]:
         """The tokenizer weights to use: the moving average (``ema.module.*``) when the run kept one."""
@@ -77,10 +88,36 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _os_error(exc: BaseException, path: Path) -> Optional[OSError]:
+    """The OSError inside a safetensors error (it reports "No space left" as SafetensorError)."""
+    match = re.search(r"os error (\d+)", str(exc))
+    if match is None:
+        return None
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code), str(path))
+
+
 def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     # safetensors refuses shared storage; clone views so every tensor owns its data
     clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    save_file(clean, str(path), metadata=metadata)
+    try:
+        save_file(clean, str(path), metadata={**metadata, DIGEST: tensor_digest(clean)})
+    except SafetensorError as exc:
+        os_error = _os_error(exc, path)
+        if os_error is None:
+            raise
+        raise os_error from None
     with open(path, "rb") as f:
         os.fsync(f.fileno())
 
@@ -101,13 +138,18 @@ def save_checkpoint(
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir()
-    tensors = {f"{prefix}.{k}": v for prefix, m in modules.items() for k, v in m.state_dict().items()}
-    meta = {"format": FORMAT, "step": str(step), "modules": ",".join(modules), **metadata}
-    _save_safetensors(tensors, partial / MODEL_FILE, meta)
-    if train_state is not None:
-        state_tensors, skeleton = encode_state(train_state)
-        _save_safetensors(state_tensors, partial / STATE_FILE, {"format": FORMAT, "state": skeleton})
-    _fsync_dir(partial)
+    try:
+        tensors = {f"{prefix}.{k}": v for prefix, m in modules.items() for k, v in m.state_dict().items()}
+        meta = {"format": FORMAT, "step": str(step), "modules": ",".join(modules), **metadata}
+        _save_safetensors(tensors, partial / MODEL_FILE, meta)
+        if train_state is not None:
+            state_tensors, skeleton = encode_state(train_state)
+            _save_safetensors(state_tensors, partial / STATE_FILE, {"format": FORMAT, "state": skeleton})
+        _fsync_dir(partial)
+    except BaseException:
+        # a full disk: give the space back; ``last`` still names the previous checkpoint
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     if final.exists():  # same step saved again (e.g. interrupt right after a periodic save)
         old = root / f"{name}.old"
         if old.exists():
@@ -119,10 +161,15 @@ def save_checkpoint(
         os.replace(partial, final)
     _fsync_dir(root)
     tmp = root / f"{LAST}.tmp"
-    tmp.write_text(name + "\n")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, root / LAST)
+    try:
+        with open(tmp, "w") as f:
+            f.write(name + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / LAST)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(root)
     _prune(root, keep, protect=name)
     return final
@@ -133,6 +180,39 @@ def _prune(root: Path, keep: int, protect: str) -> None:
     for old in steps[:-keep] if keep > 0 else []:
         if old.name != protect:
             shutil.rmtree(old, ignore_errors=True)
+    # leftovers of writes a kill interrupted
+    for stale in [*root.glob("step_*.partial"), *root.glob("step_*.old")]:
+        if stale.is_dir() and stale.name.split(".")[0] != protect:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / MODEL_FILE).is_file()
+
+
+def _newest_complete(root: Path) -> Optional[Path]:
+    steps = sorted(p for p in root.glob("step_*") if p.is_dir() and p.name[5:].isdigit() and _complete(p))
+    return steps[-1] if steps else None
+
+
+def _follow_last(last: Path) -> Path:
+    """The step folder ``last`` names (or its ``.old`` copy while a re-save was cut short)."""
+    root = last.parent
+    try:
+        name = last.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VqtkError(f"{last}: unreadable ({exc})") from None
+    if not _STEP_NAME.fullmatch(name):
+        raise VqtkError(f"{last}: does not name a step folder (holds {name[:40]!r})")
+    target = root / name
+    if _complete(target):
+        return target
+    old = root / f"{name}.old"
+    if _complete(old):  # killed while the same step was being saved again
+        return old
+    newest = _newest_complete(root)
+    hint = f"; the newest complete checkpoint is {newest}" if newest is not None else ""
+    raise VqtkError(f"{last}: points at {name}, which has no {MODEL_FILE}{hint}")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -149,10 +229,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     for root in (p / "checkpoints", p):
         last = root / LAST
         if last.is_file():
-            target = root / last.read_text().strip()
-            if (target / MODEL_FILE).is_file():
-                return target
-            raise VqtkError(f"{last}: points at {target.name}, which has no {MODEL_FILE}")
+            return _follow_last(last)
     raise VqtkError(f"{p}: no checkpoint here (expected {MODEL_FILE}, or checkpoints/{LAST})")
 
 
@@ -169,8 +246,8 @@ def load_checkpoint(path: str | Path, with_train_state: bool = False) -> Checkpo
         st, smeta = _read_safetensors(state_file)
         try:
             state = decode_state(st, smeta["state"])
-        except (KeyError, ValueError, json.JSONDecodeError) as exc:
-            raise VqtkError(f"{state_file}: corrupt training state ({exc})") from None
+        except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+            raise VqtkError(f"{state_file}: corrupt training state ({type(exc).__name__}: {exc})") from None
     return Checkpoint(path=folder, tensors=tensors, metadata=metadata, train_state=state)
 
 
@@ -183,8 +260,12 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         tensors = load_file(str(path))
     except FileNotFoundError:
         raise VqtkError(f"{path}: no such file") from None
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise VqtkError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError, OverflowError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VqtkError(f"{path}: not a readable safetensors checkpoint ({reason})") from None
     if metadata.get("format") != FORMAT:
         raise VqtkError(f"{path}: not a vqtk checkpoint (format {metadata.get('format')!r})")
+    expected = metadata.get(DIGEST)
+    if expected is not None and tensor_digest(tensors) != expected:
+        raise VqtkError(f"{path}: damaged: its tensors do not match the checksum written with them")
     return tensors, metadata

@@ -13,13 +13,24 @@ from typing import Iterator
 
 import attrs
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from vqtk.errors import VqtkError
 
 
 def _item_seed(seed: int, epoch: int, position: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + position * 104_729 + 0x5DEECE66D) % (2**63 - 1)
+
+
+@attrs.frozen
+class _ItemError:
+    """A user-fixable data error (e.g. every image unreadable), carried out of a loader worker.
+
+    Raised inside a worker, a :class:`VqtkError` would come back with the
+    worker's whole traceback pasted into its message; this keeps it one line.
+    """
+
+    message: str
 
 
 class _SeededItems(Dataset):
@@ -36,7 +47,17 @@ class _SeededItems(Dataset):
         epoch, position, index = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_item_seed(self.seed, epoch, position))
-            return self.dataset[index]
+            try:
+                return self.dataset[index]
+            except VqtkError as exc:
+                return _ItemError(str(exc))
+
+
+def _collate(items: list):
+    for item in items:
+        if isinstance(item, _ItemError):
+            return item
+    return default_collate(items)
 
 
 @attrs.define
@@ -99,8 +120,11 @@ class BatchStream:
                 # the loader draws a base seed when iterated; from its own generator, so that
                 # re-creating it on resume leaves the global RNG (dropout, code restarts) untouched
                 generator=torch.Generator().manual_seed(self.seed * 31 + epoch),
+                collate_fn=_collate,
             )
             for batch in loader:
+                if isinstance(batch, _ItemError):
+                    raise VqtkError(batch.message)
                 self.state.position += global_batch
                 yield batch
             self.state = StreamState(epoch=epoch + 1, position=0)

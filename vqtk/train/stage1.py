@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -14,7 +15,14 @@ from typing import Any, Optional
 import torch
 
 from vqtk import __version__
-from vqtk.build import build_data, build_discriminator, build_losses, build_vqgan, check_data_fits
+from vqtk.build import (
+    build_data,
+    build_discriminator,
+    build_losses,
+    build_vqgan,
+    check_data_fits,
+    probe_shapes,
+)
 from vqtk.errors import VqtkError
 from vqtk.interfaces import LossInputs
 from vqtk.recipe import dump_toml
@@ -24,6 +32,7 @@ from vqtk.train.checkpoint import load_checkpoint, save_checkpoint
 from vqtk.train.data_stream import BatchStream, StreamState
 from vqtk.interfaces import QuantizerOutput
 from vqtk.model import VQGAN, VQGANOutput
+from vqtk.pretrained import load_state_strict
 from vqtk.train import distributed
 from vqtk.train.environment import (
     autocast,
@@ -109,6 +118,10 @@ class Stage1Trainer:
         self.losses = build_losses(recipe, self.registry)
         self.data = build_data(recipe, self.registry)
         check_data_fits(self.model, self.data.resolution, self.data.channels)
+        # one image through every part before any training, on copies: a first forward may
+        # initialise state (k-means codebooks, ActNorm) that must come from real batches
+        with torch.random.fork_rng(devices=[]):
+            probe_shapes(copy.deepcopy(self.model), copy.deepcopy(self.disc), self.data.resolution)
         self.adversarial = [e for e in self.losses if e.loss.adversarial]
         if self.adversarial and self.disc is None:
             raise VqtkError("model.discriminator: the recipe has an adversarial loss but no discriminator")
@@ -202,21 +215,14 @@ class Stage1Trainer:
         log.debug("checkpoint %s", path)
         return path
 
-    def _find_resume(self) -> Optional[Path]:
-        try:
-            return load_checkpoint(self.out, with_train_state=False).path
-        except VqtkError:
-            return None
+    def _find_resume(self) -> Path:
+        """The checkpoint to resume; a damaged one is an error, never a silent fresh start."""
+        return load_checkpoint(self.out, with_train_state=False).path
 
     def _restore(self) -> None:
         ckpt = load_checkpoint(self.resume_path, with_train_state=True)
         for prefix, module in self._modules().items():
-            result = module.load_state_dict(ckpt.state_dict(prefix), strict=False)
-            if result.missing_keys or result.unexpected_keys:
-                raise VqtkError(
-                    f"{ckpt.path}: does not match this recipe's {prefix} "
-                    f"(missing {result.missing_keys[:4]}, unexpected {result.unexpected_keys[:4]})"
-                )
+            load_state_strict(module, ckpt.state_dict(prefix), f"{ckpt.path} ({prefix})")
         st = ckpt.train_state
         self.opt_g.load_state_dict(st["opt_g"])
         if self.opt_d is not None:
@@ -488,9 +494,9 @@ class Stage1Trainer:
             log.warning("%d steps were skipped for a non-finite loss", self.nonfinite_steps)
         path = self.out / "checkpoints"
         if main:
+            path = self.save()  # first: whatever happens while evaluating, the training is kept
             scores = self.evaluate(write_images=True, tag="final")
             self.metrics.write({"step": self.step, **scores})
-            path = self.save()
             self._plot()
             if scores:
                 log.info("held-out after training: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in scores.items()))
