@@ -136,6 +136,7 @@ def probe_shapes(model: VQGAN, discriminator: Optional[Discriminator], resolutio
     with too_large("data.resolution", f" a {resolution}x{resolution} image"):
         x = torch.zeros(1, channels, resolution, resolution, device=device)
     was_training = model.training
+    disc_training = discriminator.training if discriminator is not None else False
     model.eval()
     try:
         h, w = model.latent_grid(resolution, resolution)
@@ -159,13 +160,17 @@ def probe_shapes(model: VQGAN, discriminator: Optional[Discriminator], resolutio
         shapes = {"latent": tuple(z.shape), "indices": tuple(q.indices.shape), "image": tuple(y.shape)}
         if discriminator is not None:
             discriminator.eval()
-            logits = _call("model.discriminator", discriminator, y)
+            d_first = next(discriminator.parameters(), None)  # the trainer may not have moved it yet
+            d_input = y if d_first is None else y.to(d_first.device)
+            logits = _call("model.discriminator", discriminator, d_input)
             if not torch.is_tensor(logits) or logits.dim() < 2 or logits.shape[0] != 1:
                 got = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
                 raise VqtkError(f"model.discriminator: returned shape {got}, expected (batch, ...)")
             shapes["discriminator"] = tuple(logits.shape)
     finally:
         model.train(was_training)
+        if discriminator is not None:
+            discriminator.train(disc_training)
     return shapes
 
 

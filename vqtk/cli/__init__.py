@@ -18,6 +18,11 @@ from typing import Optional, Sequence
 from vqtk.errors import VqtkError
 
 
+try:  # CUDA's out-of-memory error (a RuntimeError); plain RAM exhaustion is a MemoryError
+    from torch import OutOfMemoryError as _TorchOOM
+except ImportError:  # pragma: no cover - older torch
+    _TorchOOM = MemoryError
+
 _DISK_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT}
 
 
@@ -70,6 +75,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except (MemoryError, _TorchOOM) as exc:
+        first = (str(exc).strip().splitlines() or ["no memory left"])[0]
+        print(f"vqtk: error: out of memory: {first}; lower train.batch_size (or raise train.grad_accum) "
+              "or the resolution; earlier checkpoints are intact", file=sys.stderr)
+        return 2
     except OSError as exc:
         if exc.errno not in _DISK_ERRORS:
             traceback.print_exc()
