@@ -252,3 +252,32 @@ def test_leftovers_of_interrupted_saves_are_cleaned_by_the_next_save(tmp_path):
     save_checkpoint(root, 3, modules, {"recipe": ""})
     assert sorted(p.name for p in root.iterdir()) == ["last", "step_000001", "step_000003"]
     assert load_checkpoint(root).step == 3
+
+
+# -- bad arguments to the commands that read checkpoints -------------------------------------------
+
+@pytest.mark.parametrize("args, where", [
+    (["--size", "0"], "--size"),
+    (["--size", "1000000000000"], "--size"),
+    (["--device", "banana"], "--device"),
+    (["--device", "meta"], "--device"),
+    (["--out-is-a-file"], "--out"),
+])
+def test_reconstruct_rejects_bad_arguments_on_one_line(run, cli, image, tmp_path, args, where):
+    out = tmp_path / "rec"
+    if args == ["--out-is-a-file"]:
+        out.write_text("a file, not a folder")
+        args = []
+    result = cli("reconstruct", run, image, "--out", out, *args)
+    assert_clean_failure(result)
+    assert result.errors[0].startswith(where)
+
+
+def test_run_on_a_device_this_machine_lacks(run, cli, tmp_path):
+    import torch
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    result = cli("run", _write_tiny(run), "--out", tmp_path / "new", "--no-progress", "train.device=mps")
+    assert_clean_failure(result)
+    assert result.errors[0].startswith("train.device: 'mps'")

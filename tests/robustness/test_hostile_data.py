@@ -204,3 +204,27 @@ def test_held_out_images_vanishing_do_not_cost_the_final_checkpoint(tiny, cli, t
     if result.code != 0:
         assert_clean_failure(result)
     assert load_checkpoint(out).step == 8
+
+
+def test_max_pixels_is_vqtks_limit_in_both_directions(tmp_path):
+    """A lower max_pixels refuses a small image; a higher one than PIL's own hard limit lets
+    a big header through to decoding (this one then fails as truncated, not as a bomb)."""
+    from PIL import Image as PILImage
+
+    from vqtk_builtins.data.transforms import DEFAULT_MAX_PIXELS, open_rgb
+
+    small = tmp_path / "small.png"
+    noise_image(1, size=(40, 30)).save(small)
+    with pytest.raises(ValueError, match=r"40x30 pixels is over max_pixels \(1000\)"):
+        open_rgb(small, max_pixels=1000)
+    assert open_rgb(small, max_pixels=1200).size == (40, 30)
+
+    big = bomb_png(tmp_path / "big.png")  # 400 M pixels claimed
+    with pytest.raises(PILImage.DecompressionBombError):
+        open_rgb(big)  # the default: PIL's own limit
+    before = PILImage.MAX_IMAGE_PIXELS
+    with pytest.raises(OSError) as info:
+        open_rgb(big, max_pixels=500_000_000)
+    assert not isinstance(info.value, PILImage.DecompressionBombError)
+    assert PILImage.MAX_IMAGE_PIXELS == before  # PIL's global is restored
+    assert DEFAULT_MAX_PIXELS == 2 * before

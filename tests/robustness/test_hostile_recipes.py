@@ -56,8 +56,9 @@ def _validators(field) -> tuple:
     return tuple(getattr(v, "_validators", ())) or (v,)
 
 
-def catalogue(registry) -> tuple[dict, list[Table]]:
-    recipe, resolved = load_recipe(_write_tmp(TINY), registry=registry)
+def catalogue(registry, folder: Path) -> tuple[dict, list[Table]]:
+    (folder / "base.toml").write_text(TINY)
+    recipe, resolved = load_recipe(folder / "base.toml", registry=registry)
     tables = []
 
     def walk(node: dict, path: str) -> None:
@@ -74,15 +75,6 @@ def catalogue(registry) -> tuple[dict, list[Table]]:
 
     walk(resolved, "")
     return resolved, tables
-
-
-def _write_tmp(text: str) -> Path:
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="vqtk-robust-"))
-    path = folder / "tiny.toml"
-    path.write_text(text)
-    return path
 
 
 def _field(table: Table, name: str):
@@ -182,9 +174,9 @@ def apply(resolved: dict, muts: list[Mutation]) -> dict:
 # -- properties --------------------------------------------------------------------------------
 
 @pytest.fixture
-def catalog(builtins_registry, use_registry):
+def catalog(builtins_registry, use_registry, tmp_path):
     use_registry(builtins_registry)
-    resolved, tables = catalogue(builtins_registry)
+    resolved, tables = catalogue(builtins_registry, tmp_path)
     return builtins_registry, resolved, tables
 
 

@@ -8,6 +8,10 @@ from pathlib import Path
 from vqtk.errors import VqtkError
 
 
+#: largest --size accepted: a square image of this side already takes gigabytes
+MAX_SIZE = 8192
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("reconstruct", help="tokenize and reconstruct images with a trained checkpoint")
     p.add_argument("checkpoint", help="run folder, checkpoint folder or model.safetensors")
@@ -46,12 +50,19 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     from vqtk.train.images import save_grid, save_png, to_uint8
     from vqtk.train.stage1 import psnr
 
-    model = load(args.checkpoint, device=args.device)
-    size = args.size or getattr(model.recipe.data.config, "resolution", None) or 256
-    f = model.downsample_factor
-    if size <= 0 or size % f:
-        raise VqtkError(f"--size: {size} must be a positive multiple of the downsampling factor {f}")
+    from vqtk.train.environment import pick_device
+
+    if args.size is not None and not 0 < args.size <= MAX_SIZE:
+        raise VqtkError(f"--size: must be between 1 and {MAX_SIZE}, got {args.size}")
+    device = pick_device(args.device, "--device") if args.device else None
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise VqtkError(f"--out {out}: exists and is not a folder")
+    model = load(args.checkpoint, device=device)
+    size = args.size if args.size is not None else getattr(model.recipe.data.config, "resolution", None) or 256
+    f = model.downsample_factor
+    if size % f:
+        raise VqtkError(f"--size: {size} must be a positive multiple of the downsampling factor {f}")
     out.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
     for name in args.images:

@@ -12,15 +12,26 @@ import torch
 from vqtk.errors import VqtkError
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, where: str = "train.device") -> torch.device:
+    """A device this machine has: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda[:N]``, ``mps``, ``xpu[:N]``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise VqtkError(f"train.device: {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VqtkError(f"train.device: {name!r} requested but CUDA is not available here")
+    except (RuntimeError, ValueError):
+        raise VqtkError(f"{where}: {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VqtkError(f"{where}: {name!r} requested but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise VqtkError(f"{where}: {name!r} requested but this machine has "
+                            f"{torch.cuda.device_count()} CUDA devices")
+        return device
+    backend = {"mps": getattr(torch.backends, "mps", None), "xpu": getattr(torch, "xpu", None)}.get(device.type)
+    if backend is None or not backend.is_available():
+        raise VqtkError(f"{where}: {name!r} requested but it is not available here (use auto, cpu or cuda)")
     return device
 
 

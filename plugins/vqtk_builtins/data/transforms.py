@@ -8,6 +8,7 @@ replays the same crops and flips.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -32,7 +33,7 @@ def open_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_si
     Raises whatever PIL raises for unreadable files, and ``ValueError`` for
     images over ``max_pixels`` (decompression bombs).
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _pil_limit_at_least(max_pixels):
         # vqtk applies its own max_pixels guard below; PIL's warning would be noise
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as im:
@@ -44,6 +45,24 @@ def open_rgb(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft_si
             im.load()
             im = _apply_orientation(im)
             return to_rgb(im)
+
+
+@contextlib.contextmanager
+def _pil_limit_at_least(max_pixels: int):
+    """Let ``max_pixels`` above PIL's own hard limit (2 x ``Image.MAX_IMAGE_PIXELS``) take effect.
+
+    PIL refuses such images in ``Image.open``, before vqtk's own check could
+    allow them; the limit is raised only while opening, and only when asked for.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or max_pixels <= 2 * limit:
+        yield
+        return
+    Image.MAX_IMAGE_PIXELS = max_pixels // 2 + 1
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def _apply_orientation(im: Image.Image) -> Image.Image:
