@@ -54,7 +54,7 @@ def select(only: Optional[list[str]]) -> dict[str, list[str]]:
         return full
     unknown = [t for t in only if not any(_matches(t, f, k) for f, keys in full.items() for k in keys)]
     if unknown:
-        raise SystemExit(f"benchmarks: error: --only {' '.join(unknown)}: no such measurement "
+        raise ValueError(f"--only {' '.join(unknown)}: no such measurement "
                          f"(families: {', '.join(FAMILIES)}; `--list` shows every FAMILY:KEY)")
     return {f: [k for k in keys if any(_matches(t, f, k) for t in only)] for f, keys in full.items()}
 
@@ -88,7 +88,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 def pick_device(name: Optional[str]) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("benchmarks: error: --device cuda: CUDA is not available here")
+        raise ValueError("--device cuda: CUDA is not available here")
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
@@ -180,18 +180,35 @@ def run(ctx: Context, chosen: dict[str, list[str]]) -> list[dict]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.list:
         for family, keys in plan().items():
             for key in keys:
                 print(f"{family}:{key}")
         return 0
-    chosen = select(args.only)
+    try:
+        chosen = select(args.only)
+        device = pick_device(args.device)
+    except ValueError as exc:
+        print(f"python -m benchmarks: error: {exc}", file=sys.stderr)
+        return 2
+    vqtk_log = logging.getLogger("vqtk")
+    saved = (vqtk_log.level, log.level, torch.get_num_threads(), torch.backends.cudnn.benchmark)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("vqtk").setLevel(logging.INFO if args.verbose else logging.ERROR)
+    vqtk_log.setLevel(logging.INFO if args.verbose else logging.ERROR)
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    try:
+        return _run(args, chosen, device)
+    finally:  # leave the process as it was (main is also called from tests)
+        vqtk_log.setLevel(saved[0])
+        log.setLevel(saved[1])
+        torch.set_num_threads(saved[2])
+        torch.backends.cudnn.benchmark = saved[3]
+
+
+def _run(args: argparse.Namespace, chosen: dict[str, list[str]], device: torch.device) -> int:
     preset = SMOKE if args.smoke else SMALL if args.small else FULL
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # both sides alike; the best algorithms after warm-up
@@ -227,8 +244,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "run": {
             "preset": preset.name,
             "device": str(device),
-            "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in (argv if argv is not None
-                                                                                     else sys.argv[1:])),
+            "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in args.argv),
             "warmup": ctx.warmup,
             "repeats": ctx.repeats,
             "compile": compile_on,

@@ -73,7 +73,7 @@ def fsq_levels(codes: int) -> list[int]:
 
 
 def quantizer_table(variant: str, *, dim: int, codebook_size: int) -> dict:
-    """The variant's shipped ``[model.quantizer]`` table (as written in its file), resized to ``dim`` and ``codebook_size``."""
+    """The variant's ``[model.quantizer]`` table as its file writes it, resized to ``dim`` and ``codebook_size``."""
     table = dict(read_toml(RECIPES / QUANTIZER_SOURCES[variant])["model"]["quantizer"])
     table["dim"] = dim
     if variant == "fsq":

@@ -7,6 +7,7 @@ each other, and that the baseline really is the architecture vqtk is compared wi
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -39,8 +40,10 @@ SMOKE_ONLY = ["stage1:reference", "stage1:compile", "codec:vq", "prior", "quanti
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
+    before = (logging.getLogger("vqtk").level, torch.get_num_threads())
     code = cli.main(["--smoke", "--device", "cpu", "--threads", "1", "--warmup", "0", "--repeats", "2",
                      "--peak-tflops", "2.0", "--only", *SMOKE_ONLY, "--out", str(out)])
+    assert (logging.getLogger("vqtk").level, torch.get_num_threads()) == before  # left as it was
     return code, out
 
 
@@ -121,6 +124,17 @@ def test_smoke_prior_and_quantizer_records(smoke_run):
 # -- the pieces -----------------------------------------------------------------------
 
 
+def test_bad_arguments_exit_2_with_one_line(capsys):
+    assert cli.main(["--only", "stage1:nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["python -m benchmarks: error: --only stage1:nope: no such measurement (families: stage1, "
+                   "codec, prior, quantizer, optimizer; `--list` shows every FAMILY:KEY)"]
+    assert cli.main(["--list"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert "stage1:reference" in listed and "quantizer:vq-no-dead-code-train" in listed
+    assert len(listed) == 11 + 12 + 3 + 14 + 3  # stage1, codec, prior, quantizer, optimizer
+
+
 def test_summarise_quantiles_and_paired_ratios_by_hand():
     s = summarise([0.4, 0.1, 0.2, 0.3], items=8)
     assert s["median_ms"] == pytest.approx(250.0)
@@ -147,6 +161,14 @@ def test_flop_count_and_utilisation_by_hand():
             return x @ proj(weight)
 
     assert count_flops(f) == 2 * 4 * 16 * 8
+    # torch.autograd.grad on a leaf module input (the R1 penalty) also trips it
+    inp = torch.randn(4, 16, requires_grad=True)
+
+    def r1():
+        (grad,) = torch.autograd.grad(lin(inp).sum(), inp, create_graph=True)
+        return grad
+
+    assert count_flops(r1) == 2 * (2 * 4 * 16 * 8)  # forward mm, and the mm giving d/d(input)
     assert utilisation(2 * 10**12, 0.5, 8.0) == {"tflops": 4.0, "mfu": 0.5}
     assert utilisation(None, 0.5, 8.0) == {"tflops": None, "mfu": None}
 
@@ -165,7 +187,7 @@ def test_select_and_toml_literals():
     assert chosen["stage1"] == ["bf16"] and chosen["quantizer"] == ["fsq-train", "fsq-encode"]
     assert chosen["prior"] == ["gpt-no-cache", "gpt-kv-cache", "maskgit"] and chosen["codec"] == []
     assert cli.select(["quantizer:vq"])["quantizer"] == ["vq-train", "vq-encode"]
-    with pytest.raises(SystemExit, match="--only stage1:nope: no such measurement"):
+    with pytest.raises(ValueError, match="--only stage1:nope: no such measurement"):
         cli.select(["stage1:nope"])
     assert toml_literal([8, 5]) == "[8, 5]" and toml_literal(True) == "true" and toml_literal("a b") == '"a b"'
     assert fsq_levels(16384) == [8, 8, 8, 6, 5] and math.prod(fsq_levels(256)) == 240
