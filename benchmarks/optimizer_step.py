@@ -2,9 +2,9 @@
 
 All optimizers update the parameters of the reference tokenizer (same
 gradients) and are timed in alternation with taming's choice,
-``torch.optim.Adam`` with default settings. ``adamw-foreach`` and
-``adamw-fused`` are what ``make_optimizer`` would give with ``foreach=True`` or
-``fused=True``: they show whether changing it would pay.
+``torch.optim.Adam`` with default settings. ``make_optimizer`` picks the fused
+kernel where the device has one; ``adamw-foreach`` and ``adamw-fused`` force
+``foreach=True`` or ``fused=True`` to show what each path costs.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def test_smoke_prior_and_quantizer_records(smoke_run):
     assert fsq["config"]["input_shape"] == [2, 8, 4, 4] and fsq["vqtk"]["items_per_call"] == 2 * 4 * 4
     assert fsq["config"]["quantizer"]["levels"] == [8, 4] and fsq["vqtk"]["codebook_size"] == 32
     opt = results["make_optimizer"]
-    assert opt["vqtk"]["label"] == "make_optimizer (for-loop)"
+    assert opt["vqtk"]["label"] == "make_optimizer (fused)"
     assert opt["baseline"]["label"] == "torch.optim.Adam defaults (for-loop)"
 
 

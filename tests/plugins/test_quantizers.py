@@ -168,6 +168,19 @@ def test_record_shapes_dtypes_and_metrics(case):
 
 
 @pytest.mark.parametrize("case", CASES)
+def test_quantized_keeps_the_input_memory_layout(case):
+    """Plain latents give plain codes and channels_last give channels_last, in forward and lookup;
+    a channels_last view leaking out made the decoder's backward several times slower."""
+    q = build(case)
+    z = latents(q)
+    plain = q(z)
+    assert plain.quantized.is_contiguous()
+    assert q.lookup(plain.indices).is_contiguous()
+    cl = q(z.contiguous(memory_format=torch.channels_last)).quantized
+    assert cl.is_contiguous(memory_format=torch.channels_last) and not cl.is_contiguous()
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_gradients_reach_the_input(case):
     q = build(case)
     z = latents(q).requires_grad_()

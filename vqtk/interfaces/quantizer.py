@@ -63,8 +63,9 @@ class Quantizer(nn.Module, abc.ABC):
     Subclasses implement :meth:`quantize` and :meth:`lookup`. :meth:`forward`
     runs :meth:`quantize` in float32 with autocast disabled, because distance
     computations and code statistics degrade in reduced precision (FSQ in bf16
-    uses far fewer codes), and fills in ``perplexity`` / ``usage`` when the
-    subclass did not.
+    uses far fewer codes), returns ``quantized`` in the memory layout of its
+    input (channels_last in, channels_last out), and fills in ``perplexity`` /
+    ``usage`` when the subclass did not.
 
     Attributes:
         dim: channels of the latents this quantizer takes and returns.
@@ -97,6 +98,13 @@ class Quantizer(nn.Module, abc.ABC):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         with torch.autocast(device_type=z.device.type, enabled=False):
             out = self.quantize(z.float())
+        if _is_channels_last(z) and not out.quantized.is_contiguous(memory_format=torch.channels_last):
+            out.quantized = out.quantized.contiguous(memory_format=torch.channels_last)
         for key, value in codebook_stats(out.indices, self.codebook_size).items():
             out.metrics.setdefault(key, value)
         return out
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out channels_last (and not also plainly contiguous, as 1x1 grids are)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

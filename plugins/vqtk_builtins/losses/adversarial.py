@@ -146,7 +146,7 @@ class GANLoss(Loss):
         if factor == 0.0:
             zero = torch.zeros((), device=inputs.real.device)
             return LossTerm(value=self._zero(inputs), logs={"factor": zero, "adaptive_weight": zero})
-        logits_fake = self._discriminator(inputs)(inputs.reconstruction.contiguous())
+        logits_fake = self._discriminator(inputs)(inputs.reconstruction)
         g_loss = generator_objective(self.objective, logits_fake)
         weight = self._adaptive_weight(inputs, g_loss)
         value = weight * factor * g_loss
@@ -164,8 +164,8 @@ class GANLoss(Loss):
             zero = torch.zeros((), device=inputs.real.device)
             return LossTerm(value=self._zero(inputs), logs={"factor": zero})
         disc = self._discriminator(inputs)
-        real = inputs.real.detach().contiguous()
-        fake = inputs.reconstruction.detach().contiguous()  # never let this term reach the generator
+        real = inputs.real.detach()
+        fake = inputs.reconstruction.detach()  # never let this term reach the generator
         use_r1 = self.r1_gamma > 0 and torch.is_grad_enabled()
         if use_r1:
             real.requires_grad_(True)

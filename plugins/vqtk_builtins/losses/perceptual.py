@@ -57,7 +57,7 @@ class LPIPSLoss(Loss):
 
     def generator_loss(self, inputs: LossInputs) -> LossTerm:
         """Mean LPIPS between the real images and their reconstructions."""
-        value = self.distance(inputs.real.contiguous(), inputs.reconstruction.contiguous()).mean()
+        value = self.distance(inputs.real, inputs.reconstruction).mean()
         return LossTerm(value=value)
 
     def extra_repr(self) -> str:

@@ -24,10 +24,14 @@ def to_tokens(z: torch.Tensor, dim: int, where: str) -> tuple[torch.Tensor, tupl
 
 
 def from_tokens(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """``(B, h*w, D)`` tokens back to ``(B, D, h, w)`` latents."""
+    """``(B, h*w, D)`` tokens back to ``(B, D, h, w)`` latents, contiguous in the default layout.
+
+    The permuted view would be channels_last in memory; a decoder fed it runs its convolutions
+    and GroupNorms channels_last by accident, whose backward on CPU is several times slower.
+    """
     b, _, d = x.shape
     h, w = grid
-    return x.reshape(b, h, w, d).permute(0, 3, 1, 2)
+    return x.reshape(b, h, w, d).permute(0, 3, 1, 2).contiguous()
 
 
 def indices_to_grid(indices: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
