@@ -119,3 +119,24 @@ def test_unwritable_output_is_a_one_line_error(toy, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("vqtk: error: ") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--n", "0"], "--n: must be > 0, got 0"),
+        (["--temperature", "inf"], "--temperature: must be a finite number > 0, got inf"),
+        (["--temperature", "0"], "--temperature: must be a finite number > 0, got 0.0"),
+        (["--top-p", "1.5"], "--top-p: must be in (0, 1], got 1.5"),
+        (["--top-k", "-1"], "--top-k: must be > 0, got -1"),
+        (["--cfg", "nan"], "--cfg: must be a finite number >= 0 (1 = no guidance), got nan"),
+        (["--steps", "0"], "--steps: must be > 0, got 0"),
+        (["--seed", str(2**64)], f"--seed: must fit in 64 bits, got {2**64}"),
+        (["--device", "tpu"], "--device: 'tpu' is not a device (use auto, cpu, cuda or cuda:N)"),
+    ],
+)
+def test_sample_refuses_bad_options_before_reading_the_checkpoint(tmp_path, capsys, argv, message):
+    code = main(["sample", str(tmp_path / "missing"), "--out", str(tmp_path / "s.png"), *argv])
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [f"vqtk: error: {message}"]
+    assert not (tmp_path / "s.png").exists()

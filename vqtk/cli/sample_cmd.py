@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from vqtk.errors import VqtkError
@@ -35,21 +36,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from vqtk.interfaces import SamplingOptions
     from vqtk.pretrained import load_state_strict, recipe_of
     from vqtk.train.checkpoint import load_checkpoint
+    from vqtk.train.environment import pick_device
     from vqtk.train.images import save_png, tile
 
-    if args.n <= 0:
-        raise VqtkError(f"--n: must be > 0, got {args.n}")
-    if not 0 < args.temperature:
-        raise VqtkError(f"--temperature: must be > 0, got {args.temperature}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise VqtkError(f"--top-p: must be in (0, 1], got {args.top_p}")
-    if args.top_k is not None and args.top_k <= 0:
-        raise VqtkError(f"--top-k: must be > 0, got {args.top_k}")
+    _check_arguments(args)
+    device = pick_device(args.device or "auto", "--device")
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.metadata.get("stage") != "2":
         raise VqtkError(f"{ckpt.path}: a stage-1 (tokenizer) checkpoint; sample needs a stage-2 (prior) checkpoint")
     recipe = recipe_of(ckpt)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     from vqtk.build import build_vqgan
 
     tokenizer = build_vqgan(recipe)
@@ -90,3 +85,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     path = save_png(tile(images), Path(args.out))
     print(f"{args.n} samples of {images.shape[2]}x{images.shape[3]} px ({idx.shape[1]}x{idx.shape[2]} codes) -> {path}")
     return 0
+
+
+_SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse option values no prior could use, before any checkpoint is read."""
+    if args.n <= 0:
+        raise VqtkError(f"--n: must be > 0, got {args.n}")
+    if not (0 < args.temperature < math.inf):
+        raise VqtkError(f"--temperature: must be a finite number > 0, got {args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise VqtkError(f"--top-p: must be in (0, 1], got {args.top_p}")
+    if args.top_k is not None and args.top_k <= 0:
+        raise VqtkError(f"--top-k: must be > 0, got {args.top_k}")
+    if not math.isfinite(args.cfg) or args.cfg < 0:
+        raise VqtkError(f"--cfg: must be a finite number >= 0 (1 = no guidance), got {args.cfg}")
+    if args.steps is not None and args.steps <= 0:
+        raise VqtkError(f"--steps: must be > 0, got {args.steps}")
+    if not _SEED_RANGE[0] <= args.seed <= _SEED_RANGE[1]:
+        raise VqtkError(f"--seed: must fit in 64 bits, got {args.seed}")

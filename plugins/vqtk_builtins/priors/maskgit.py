@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from x_transformers import Encoder, TransformerWrapper
+from vqtk_builtins.priors.xtransformers import Encoder, TransformerWrapper
 
 from vqtk.interfaces import Prior, PriorOutput, SamplingOptions
 from vqtk_builtins.priors.checks import (
