@@ -4,11 +4,11 @@
 sampling, sliding-window sampling of grids larger than trained); ``maskgit`` is
 a bidirectional masked prior decoded iteratively (MaskGIT). ``sampling`` holds
 the shared top-k / top-p filtering, classifier-free guidance mixing and the
-sliding-window helpers; ``conditioning`` the class-token vocabulary; ``checks``
-the input checks; ``schedule`` the MaskGIT masking schedules; ``builders`` the
-recipe configs. The classes are imported on first use, so importing this
-package (as ``vqtk list`` does through ``builders``) does not import torch
-modules it does not need.
+sliding-window helpers; ``conditioning`` the class-token vocabulary and the
+priors' shared base class; ``checks`` the input checks; ``schedule`` the
+MaskGIT masking schedules; ``builders`` the recipe configs. The classes are
+imported on first use, so importing this package (as ``vqtk list`` does through
+``builders``) does not import torch modules it does not need.
 """
 
 from __future__ import annotations

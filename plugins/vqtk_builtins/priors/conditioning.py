@@ -1,10 +1,18 @@
-"""Class conditioning by a prefix token: where class, start and null tokens sit in the vocabulary."""
+"""Class conditioning by a prefix token, and the base class of the built-in priors.
+
+:class:`ClassTokens` places class, start and null tokens in the vocabulary;
+:class:`ConditionalPrior` sets them up for both priors, with label dropout and
+the input checks that depend on them.
+"""
 
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+
+from vqtk.interfaces import Prior, SamplingOptions
+from vqtk_builtins.priors.checks import check_batch_size, check_indices, check_labels, check_options
 
 
 class ClassTokens:
@@ -46,3 +54,76 @@ class ClassTokens:
             return prefix
         dropped = torch.rand(prefix.shape, device=prefix.device) < self.label_dropout
         return prefix.masked_fill(dropped, self.null_id)
+
+
+class ConditionalPrior(Prior):
+    """What the built-in priors share: sizes, class tokens (``classes``), label dropout and input checks.
+
+    Checks ``dim % heads`` and that ``label_dropout > 0`` comes with classes,
+    then places the class tokens from ``first_class_id`` on (see
+    :class:`ClassTokens`). Subclasses set ``name`` and build the network.
+    """
+
+    name: str
+
+    def __init__(
+        self,
+        *,
+        codebook_size: int,
+        grid_size: tuple[int, int],
+        dim: int,
+        heads: int,
+        num_classes: int,
+        label_dropout: float,
+        first_class_id: int,
+        always_prefix: bool,
+    ):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if label_dropout > 0 and num_classes == 0:
+            raise ValueError("label_dropout > 0 needs num_classes > 0 (it trains the null class of guidance)")
+        self.codebook_size = codebook_size
+        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
+        self.num_classes = num_classes
+        self.label_dropout = label_dropout
+        self.classes = ClassTokens(
+            first_id=first_class_id, num_classes=num_classes, label_dropout=label_dropout, always_prefix=always_prefix
+        )
+
+    def _labels(self, labels: Optional[torch.Tensor], batch_size: int) -> Optional[torch.Tensor]:
+        """``labels`` checked against ``num_classes`` (``None`` for unconditional priors)."""
+        return check_labels(labels, name=self.name, batch_size=batch_size, num_classes=self.num_classes)
+
+    def _tokens(
+        self, indices: torch.Tensor, labels: Optional[torch.Tensor]
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Checked training input: ``indices (B, h, w)`` flattened to ``(B, h * w)`` int64 tokens, and the labels."""
+        check_indices(indices, name=self.name, codebook_size=self.codebook_size, grid_size=self.grid_size)
+        batch = indices.shape[0]
+        labels = self._labels(labels, batch)
+        return indices.reshape(batch, -1).long(), labels
+
+    def _training_prefix(
+        self, labels: Optional[torch.Tensor], batch_size: int, device: torch.device
+    ) -> Optional[torch.Tensor]:
+        """The class prefix of a loss, with label dropout in training mode."""
+        prefix = self.classes.prefix(labels, batch_size, device)
+        return self.classes.drop(prefix) if self.training else prefix
+
+    def _check_sampling(self, batch_size: int, options: SamplingOptions, *, iterative: bool) -> None:
+        """Batch size and sampling options checked against what this prior supports."""
+        check_batch_size(batch_size, name=self.name)
+        check_options(
+            options, name=self.name, num_classes=self.num_classes,
+            label_dropout=self.label_dropout, iterative=iterative,
+        )
+
+    def _sampling_prefix(
+        self, labels: Optional[torch.Tensor], batch_size: int, device: torch.device, *, guided: bool
+    ) -> Optional[torch.Tensor]:
+        """The class prefix of sampling; ``guided`` appends the null-class prefix (batch ``2 * batch_size``)."""
+        prefix = self.classes.prefix(labels, batch_size, device)
+        if guided:
+            prefix = torch.cat((prefix, self.classes.null_prefix(batch_size, device)), dim=0)
+        return prefix

@@ -7,21 +7,15 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+from vqtk.interfaces import PriorOutput, SamplingOptions
+from vqtk_builtins.priors.checks import check_grid
+from vqtk_builtins.priors.conditioning import ConditionalPrior
+from vqtk_builtins.priors.sampling import draw, guide, window_context, window_origin
 from vqtk_builtins.priors.xtransformers import Decoder, TransformerWrapper
 
-from vqtk.interfaces import Prior, PriorOutput, SamplingOptions
-from vqtk_builtins.priors.checks import (
-    check_batch_size,
-    check_grid,
-    check_indices,
-    check_labels,
-    check_options,
-)
-from vqtk_builtins.priors.conditioning import ClassTokens
-from vqtk_builtins.priors.sampling import draw, guide, window_context, window_origin
 
-
-class GPTPrior(Prior):
+class GPTPrior(ConditionalPrior):
     """A causal x-transformers decoder predicting each code from the codes before it in raster order.
 
     The sequence starts with one prefix token: a learned start token for
@@ -68,17 +62,9 @@ class GPTPrior(Prior):
         num_classes: int = 0,
         label_dropout: float = 0.0,
     ):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
-        if label_dropout > 0 and num_classes == 0:
-            raise ValueError("label_dropout > 0 needs num_classes > 0 (it trains the null class of guidance)")
-        self.codebook_size = codebook_size
-        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
-        self.num_classes = num_classes
-        self.label_dropout = label_dropout
-        self.classes = ClassTokens(
-            first_id=codebook_size, num_classes=num_classes, label_dropout=label_dropout, always_prefix=True
+        super().__init__(
+            codebook_size=codebook_size, grid_size=grid_size, dim=dim, heads=heads, num_classes=num_classes,
+            label_dropout=label_dropout, first_class_id=codebook_size, always_prefix=True,
         )
         seq_len = self.grid_size[0] * self.grid_size[1]  # prefix + all codes but the last
         self.net = TransformerWrapper(
@@ -104,13 +90,8 @@ class GPTPrior(Prior):
 
     def loss(self, indices: torch.Tensor, labels: Optional[torch.Tensor] = None) -> PriorOutput:
         """Mean next-code negative log-likelihood (nats) of ``indices (B, h, w)``, with accuracy and bits per token."""
-        check_indices(indices, name=self.name, codebook_size=self.codebook_size, grid_size=self.grid_size)
-        batch = indices.shape[0]
-        labels = check_labels(labels, name=self.name, batch_size=batch, num_classes=self.num_classes)
-        tokens = indices.reshape(batch, -1).long()
-        prefix = self.classes.prefix(labels, batch, tokens.device)
-        if self.training:
-            prefix = self.classes.drop(prefix)
+        tokens, labels = self._tokens(indices, labels)
+        prefix = self._training_prefix(labels, tokens.shape[0], tokens.device)
         logits = self.net(torch.cat((prefix, tokens[:, :-1]), dim=1)).float()
         loss = F.cross_entropy(logits.transpose(1, 2), tokens)
         with torch.no_grad():
@@ -137,20 +118,14 @@ class GPTPrior(Prior):
         key/value cache while the window stays put (always, at the training
         size); both paths give the same tokens under the same ``generator``.
         """
-        check_batch_size(batch_size, name=self.name)
-        check_options(
-            options, name=self.name, num_classes=self.num_classes,
-            label_dropout=self.label_dropout, iterative=False,
-        )
+        self._check_sampling(batch_size, options, iterative=False)
         rows, cols = check_grid(grid_size or self.grid_size, name=self.name)
-        labels = check_labels(labels, name=self.name, batch_size=batch_size, num_classes=self.num_classes)
+        labels = self._labels(labels, batch_size)
         h, w = self.grid_size
         device = next(self.parameters()).device
 
-        prefix = self.classes.prefix(labels, batch_size, device)
         guided = options.cfg_scale != 1.0
-        if guided:
-            prefix = torch.cat((prefix, self.classes.null_prefix(batch_size, device)), dim=0)
+        prefix = self._sampling_prefix(labels, batch_size, device, guided=guided)
 
         # a narrower or shorter request is the top-left crop of a training-size grid;
         # rows below the request never influence it, columns right of it may

@@ -7,23 +7,16 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from vqtk_builtins.priors.xtransformers import Encoder, TransformerWrapper
 
-from vqtk.interfaces import Prior, PriorOutput, SamplingOptions
-from vqtk_builtins.priors.checks import (
-    PriorInputError,
-    check_batch_size,
-    check_grid,
-    check_indices,
-    check_labels,
-    check_options,
-)
-from vqtk_builtins.priors.conditioning import ClassTokens
+from vqtk.interfaces import PriorOutput, SamplingOptions
+from vqtk_builtins.priors.checks import PriorInputError, check_grid
+from vqtk_builtins.priors.conditioning import ConditionalPrior
 from vqtk_builtins.priors.sampling import draw, guide, gumbel
 from vqtk_builtins.priors.schedule import Schedule, mask_ratio, masked_counts
+from vqtk_builtins.priors.xtransformers import Encoder, TransformerWrapper
 
 
-class MaskGITPrior(Prior):
+class MaskGITPrior(ConditionalPrior):
     """An x-transformers encoder that predicts masked codes from the visible ones.
 
     Training masks a fraction ``mask_ratio(u)``, ``u ~ U(0, 1)`` (cosine:
@@ -73,23 +66,15 @@ class MaskGITPrior(Prior):
         schedule: Schedule = "cosine",
         choice_temperature: float = 4.5,
     ):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
-        if label_dropout > 0 and num_classes == 0:
-            raise ValueError("label_dropout > 0 needs num_classes > 0 (it trains the null class of guidance)")
+        super().__init__(
+            codebook_size=codebook_size, grid_size=grid_size, dim=dim, heads=heads, num_classes=num_classes,
+            label_dropout=label_dropout, first_class_id=codebook_size + 1, always_prefix=False,
+        )
         mask_ratio(schedule, 0.5)  # raises on an unknown schedule
-        self.codebook_size = codebook_size
-        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
-        self.num_classes = num_classes
-        self.label_dropout = label_dropout
         self.steps = steps
         self.schedule = schedule
         self.choice_temperature = choice_temperature
         self.mask_id = codebook_size
-        self.classes = ClassTokens(
-            first_id=codebook_size + 1, num_classes=num_classes, label_dropout=label_dropout, always_prefix=False
-        )
         self.prefix_len = int(self.classes.has_prefix)
         self.net = TransformerWrapper(
             num_tokens=codebook_size + 1 + self.classes.num_tokens,
@@ -114,20 +99,16 @@ class MaskGITPrior(Prior):
 
     def loss(self, indices: torch.Tensor, labels: Optional[torch.Tensor] = None) -> PriorOutput:
         """Mean cross-entropy (nats) on a schedule-drawn random subset of masked positions of ``indices (B, h, w)``."""
-        check_indices(indices, name=self.name, codebook_size=self.codebook_size, grid_size=self.grid_size)
-        batch = indices.shape[0]
-        labels = check_labels(labels, name=self.name, batch_size=batch, num_classes=self.num_classes)
-        tokens = indices.reshape(batch, -1).long()
-        n, device = tokens.shape[1], tokens.device
+        tokens, labels = self._tokens(indices, labels)
+        batch, n = tokens.shape
+        device = tokens.device
 
         ratio = mask_ratio(self.schedule, torch.rand(batch, device=device))
         num_masked = (ratio * n).ceil().clamp(1, n)
         rank = torch.rand(batch, n, device=device).argsort(dim=-1).argsort(dim=-1)
         masked = rank < num_masked[:, None]
 
-        prefix = self.classes.prefix(labels, batch, device)
-        if self.training:
-            prefix = self.classes.drop(prefix)
+        prefix = self._training_prefix(labels, batch, device)
         logits = self._logits(tokens.masked_fill(masked, self.mask_id), prefix)
         loss = F.cross_entropy(logits[masked], tokens[masked])
         with torch.no_grad():
@@ -157,21 +138,15 @@ class MaskGITPrior(Prior):
         follows :func:`~vqtk_builtins.priors.schedule.masked_counts`, and decoding
         stops early once nothing is masked, when ``steps`` exceeds the grid).
         """
-        check_batch_size(batch_size, name=self.name)
-        check_options(
-            options, name=self.name, num_classes=self.num_classes,
-            label_dropout=self.label_dropout, iterative=True,
-        )
-        labels = check_labels(labels, name=self.name, batch_size=batch_size, num_classes=self.num_classes)
+        self._check_sampling(batch_size, options, iterative=True)
+        labels = self._labels(labels, batch_size)
         h, w = self.grid_size
         n = h * w
         device = next(self.parameters()).device
         steps = options.steps or self.steps
 
-        prefix = self.classes.prefix(labels, batch_size, device)
         guided = options.cfg_scale != 1.0
-        if guided:
-            prefix = torch.cat((prefix, self.classes.null_prefix(batch_size, device)), dim=0)
+        prefix = self._sampling_prefix(labels, batch_size, device, guided=guided)
 
         tokens = torch.full((batch_size, n), self.mask_id, dtype=torch.long, device=device)
         history = []
