@@ -15,7 +15,7 @@ import torch
 
 from vqtk.build import build_vqgan, count_parameters
 from vqtk.recipe import load_recipe
-from vqtk.train.stage1 import make_optimizer
+from vqtk.train.loop import make_optimizer
 
 from benchmarks.context import Context, compare, new_record, side_result
 from benchmarks.matrix import STAGE1_CONFIGS, stage1_overrides

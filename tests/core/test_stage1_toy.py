@@ -164,20 +164,3 @@ def test_vqtk_load_prefers_the_moving_average(tmp_path, toy_registry):
     model = vqtk.pretrained.load(out, device="cpu", registry=toy_registry)
     assert torch.equal(model.quant_conv.weight, trainer.eval_model.quant_conv.weight.detach())
 
-
-def test_make_optimizer_is_fused_adamw_over_trainable_parameters():
-    from vqtk.recipe.schema import OptimizerSection
-    from vqtk.train.stage1 import make_optimizer
-
-    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
-    net[0].weight.requires_grad_(False)
-    opt = make_optimizer(net.parameters(), OptimizerSection(lr=0.1, weight_decay=0.0))
-    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
-    assert [p for g in opt.param_groups for p in g["params"]] == [net[0].bias, net[1].weight, net[1].bias]
-    reference = torch.optim.AdamW([torch.nn.Parameter(net[1].weight.detach().clone())], lr=0.1, weight_decay=0.0)
-    for p in net.parameters():
-        p.grad = torch.ones_like(p)
-    reference.param_groups[0]["params"][0].grad = torch.ones_like(net[1].weight)
-    opt.step()
-    reference.step()
-    torch.testing.assert_close(net[1].weight, reference.param_groups[0]["params"][0])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -26,8 +25,8 @@ from vqtk.train.code_cache import cache_dir_for, cache_key, file_digest, load_or
 from vqtk.train.environment import pick_device, rng_state, seed_everything, set_rng_state
 from vqtk.train.images import save_png, tile
 from vqtk.train.metrics_log import MetricsLog, Progress
+from vqtk.train.loop import StopFlag, Throughput, checkpoint_and_interrupt, due, make_optimizer
 from vqtk.train.schedule import learning_rate
-from vqtk.train.stage1 import _StopFlag, make_optimizer
 
 log = logging.getLogger("vqtk")
 
@@ -187,13 +186,12 @@ class Stage2Trainer:
         metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=self.step if self.step else None, enabled=main)
         progress = Progress(self.cfg.steps, self.step, "stage 2", self.progress_enabled and main)
         stream = self._batches(codes.shape[0])
-        tokens = 0
-        t_last = time.perf_counter()
+        throughput = Throughput()
         if main:
             log.info("stage 2: %s prior, %d code grids of %s, %d steps of %d x %d processes", self.recipe.prior.type,
                      codes.shape[0], tuple(codes.shape[1:]), self.cfg.steps, self.cfg.batch_size, self.dist.world_size)
         self.prior.train()
-        with _StopFlag() as stop:
+        with StopFlag() as stop:
             try:
                 while self.step < self.cfg.steps:
                     lr = learning_rate(self.cfg.optimizer, self.step, self.cfg.steps)
@@ -207,15 +205,14 @@ class Stage2Trainer:
                         torch.nn.utils.clip_grad_norm_(self.prior.parameters(), self.cfg.optimizer.grad_clip)
                     self.opt.step()
                     self.step += 1
-                    tokens += idx.numel() * math.prod(codes.shape[1:]) * self.dist.world_size
+                    throughput.add(idx.numel() * math.prod(codes.shape[1:]) * self.dist.world_size)
                     if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
                         values = self.dist.mean({"loss": loss_t.detach(), **{k: v.detach() for k, v in parts.items()}})
-                        now = time.perf_counter()
                         loss = float(values.pop("loss"))
                         if not math.isfinite(loss):
                             raise VqtkError(f"stage 2 diverged at step {self.step}: loss {loss}; the last checkpoint is intact")
                         record = {"step": self.step, "loss": loss, "bits_per_token": loss / math.log(2), "lr": lr,
-                                  "tokens_per_s": tokens / max(now - t_last, 1e-9), "epoch": self.epoch,
+                                  "tokens_per_s": throughput.take(), "epoch": self.epoch,
                                   **{k: float(v) for k, v in values.items()}}
                         metrics.write(record)
                         post = {"loss": f"{loss:.4f}", "bits/tok": f"{record['bits_per_token']:.3f}",
@@ -223,18 +220,12 @@ class Stage2Trainer:
                         if main:
                             progress.update(self.step, post)
                             progress.line(self.step, post)
-                        tokens, t_last = 0, now
-                    if self.step % self.cfg.sample_every == 0 and self.step < self.cfg.steps and main:
+                    if due(self.step, self.cfg.sample_every, self.cfg.steps) and main:
                         self.write_samples(f"step_{self.step:06d}")
-                    if self.step % self.cfg.checkpoint_every == 0 and self.step < self.cfg.steps and main:
+                    if due(self.step, self.cfg.checkpoint_every, self.cfg.steps) and main:
                         self.save()
-                    stopping = stop.requested if not self.dist.enabled else bool(
-                        self.dist.mean({"s": torch.tensor(float(stop.requested))})["s"] > 0)
-                    if stopping:
-                        if main:
-                            path = self.save()
-                            log.warning("stopped at step %d; checkpoint %s (resume with --resume)", self.step, path)
-                        raise KeyboardInterrupt
+                    if stop.agreed(self.dist):
+                        checkpoint_and_interrupt(self.save, self.step, main)
             finally:
                 progress.close()
         if not main:
