@@ -33,25 +33,32 @@ def _check(config: Any, *, include_base: bool) -> None:
 
 
 @attrs.define(kw_only=True)
-class TamingEncoderConfig:
-    """taming-transformers VQGAN encoder: ResNet blocks, GroupNorm, swish, attention at chosen resolutions."""
+class _TamingFields:
+    """Fields shared by the taming encoder and decoder (which mirror each other)."""
 
     #: base channel width; level i has ch * ch_mult[i] channels (all divisible by 32)
     ch: int = attrs.field(default=128, validator=positive)
-    #: width multiplier per level; len(ch_mult) - 1 stride-2 downsamplings
+    #: width multiplier per level; the encoder has len(ch_mult) - 1 stride-2 downsamplings,
+    #: the decoder as many x2 upsamplings
     ch_mult: tuple[int, ...] = attrs.field(default=(1, 1, 2, 2, 4), validator=[non_empty, each(positive)])
-    #: residual blocks per level
+    #: residual blocks per level (the decoder uses num_res_blocks + 1, like taming)
     num_res_blocks: int = attrs.field(default=2, validator=positive)
     #: image sides (pixels) at which attention follows each residual block
     attn_resolutions: tuple[int, ...] = attrs.field(default=(16,), validator=each(positive))
-    #: channels of the latents it outputs
+    #: channels of the latents the encoder outputs and the decoder takes
     z_channels: int = attrs.field(default=256, validator=positive)
     #: image side the attention placement refers to (divisible by 2 ** (len(ch_mult) - 1))
     resolution: int = attrs.field(default=256, validator=positive)
-    #: image channels
-    in_channels: int = attrs.field(default=3, validator=positive)
     #: dropout before each block's second convolution
     dropout: float = attrs.field(default=0.0, validator=_dropout)
+
+
+@attrs.define(kw_only=True)
+class TamingEncoderConfig(_TamingFields):
+    """taming-transformers VQGAN encoder: ResNet blocks, GroupNorm, swish, attention at chosen resolutions."""
+
+    #: image channels
+    in_channels: int = attrs.field(default=3, validator=positive)
 
     def __attrs_post_init__(self) -> None:
         _check(self, include_base=True)
@@ -74,25 +81,11 @@ def build_taming_encoder(config: TamingEncoderConfig):
 
 
 @attrs.define(kw_only=True)
-class TamingDecoderConfig:
+class TamingDecoderConfig(_TamingFields):
     """taming-transformers VQGAN decoder: ResNet blocks, GroupNorm, swish, nearest x2 upsampling, attention."""
 
-    #: base channel width; level i has ch * ch_mult[i] channels (all divisible by 32)
-    ch: int = attrs.field(default=128, validator=positive)
-    #: width multiplier per level; len(ch_mult) - 1 x2 upsamplings
-    ch_mult: tuple[int, ...] = attrs.field(default=(1, 1, 2, 2, 4), validator=[non_empty, each(positive)])
-    #: residual blocks per level (the decoder uses num_res_blocks + 1, like taming)
-    num_res_blocks: int = attrs.field(default=2, validator=positive)
-    #: image sides (pixels) at which attention follows each residual block
-    attn_resolutions: tuple[int, ...] = attrs.field(default=(16,), validator=each(positive))
-    #: channels of the latents it takes
-    z_channels: int = attrs.field(default=256, validator=positive)
-    #: image side the attention placement refers to (divisible by 2 ** (len(ch_mult) - 1))
-    resolution: int = attrs.field(default=256, validator=positive)
     #: image channels
     out_channels: int = attrs.field(default=3, validator=positive)
-    #: dropout before each block's second convolution
-    dropout: float = attrs.field(default=0.0, validator=_dropout)
 
     def __attrs_post_init__(self) -> None:
         _check(self, include_base=False)

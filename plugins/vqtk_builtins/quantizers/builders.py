@@ -48,43 +48,78 @@ def _sync(requested: bool, where: str, learnable_with_data_init: bool = False) -
     return resolve_sync_codebook(requested, where, learnable_with_data_init)
 
 
+# -- fields shared by the codebook quantizers ------------------------------------------------
+
+
+@attrs.define(kw_only=True)
+class _CodebookFields:
+    """Latent width, codebook size and commitment weight of a codebook quantizer."""
+
+    #: channels of the latents
+    dim: int = attrs.field(default=256, validator=positive)
+    #: number of codes (per layer, for residual)
+    codebook_size: int = attrs.field(default=1024, validator=positive)
+    #: weight of the commitment term mse(z, sg(e)); the codebook term has weight 1
+    beta: float = attrs.field(default=0.25, validator=non_negative)
+
+
+@attrs.define(kw_only=True)
+class _DataInitFields(_CodebookFields):
+    """Codes set from the data (k-means at the start, dead codes later), optionally factorised."""
+
+    #: code dimension; smaller than dim adds learned projections (factorised codebook)
+    codebook_dim: Optional[int] = attrs.field(default=None, validator=positive)
+    #: initialise the codebook by k-means on the first batch
+    kmeans_init: bool = False
+    kmeans_iters: int = attrs.field(default=10, validator=positive)
+    #: replace codes whose running usage count falls below this by recent encoder outputs
+    #: (0: never); at 0 the factorized quick start's codebook collapsed to one code within 50 steps
+    threshold_ema_dead_code: float = attrs.field(default=2.0, validator=non_negative)
+    #: all-reduce EMA / k-means / dead-code statistics across processes. Off under DDP, each
+    #: process rewrites its own gradient-trained codebook (vq, factorized) with kmeans_init or
+    #: dead codes, and DDP's buffer broadcast keeps rank 0's EMA codebook (ema_vq, residual).
+    #: Takes effect only if torch.distributed is initialised before the quantizer is built
+    sync_codebook: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        _check_codebook_dim(self.codebook_dim, self.dim)
+
+
+@attrs.define(kw_only=True)
+class _GradientCodebookFields(_DataInitFields):
+    """A gradient-trained codebook (vq, factorized)."""
+
+    #: decay of the running usage counts used for dead-code replacement
+    dead_code_decay: float = attrs.field(default=0.8, validator=open_unit_interval)
+    #: rotation-trick gradients (arXiv 2410.06424) instead of straight-through
+    rotation_trick: bool = False
+
+
+@attrs.define(kw_only=True)
+class _EMACodebookFields(_DataInitFields):
+    """An EMA-updated codebook (ema_vq, residual)."""
+
+    #: EMA decay of the codebook statistics
+    decay: float = attrs.field(default=0.99, validator=open_unit_interval)
+    #: Laplace smoothing of the code counts
+    eps: float = attrs.field(default=1e-5, validator=positive)
+
+
 # -- vq ----------------------------------------------------------------------------------
 
 
 @attrs.define(kw_only=True)
-class VQConfig:
+class VQConfig(_GradientCodebookFields):
     """VQ with a gradient-trained codebook; loss mse(sg(z), e) + beta * mse(z, sg(e)) (taming semantics).
 
     The commitment weight ``beta`` is on the encoder-side term, as in the
     VQ-VAE paper (taming's legacy quantizer put it on the codebook term).
     """
 
-    #: channels of the latents
-    dim: int = attrs.field(default=256, validator=positive)
-    #: number of codes
-    codebook_size: int = attrs.field(default=1024, validator=positive)
-    #: weight of the commitment term mse(z, sg(e)); the codebook term has weight 1
-    beta: float = attrs.field(default=0.25, validator=non_negative)
-    #: code dimension; smaller than dim adds learned projections (factorised codebook)
-    codebook_dim: Optional[int] = attrs.field(default=None, validator=positive)
     #: l2-normalise latents and codes (nearest code by cosine similarity)
     use_cosine_sim: bool = False
-    #: initialise the codebook by k-means on the first batch
-    kmeans_init: bool = False
-    kmeans_iters: int = attrs.field(default=10, validator=positive)
-    #: replace codes whose running usage count falls below this (0: never)
+    #: replace codes whose running usage count falls below this (0, the default here: never)
     threshold_ema_dead_code: float = attrs.field(default=0.0, validator=non_negative)
-    #: decay of the running usage counts used for dead-code replacement
-    dead_code_decay: float = attrs.field(default=0.8, validator=open_unit_interval)
-    #: rotation-trick gradients (arXiv 2410.06424) instead of straight-through
-    rotation_trick: bool = False
-    #: all-reduce k-means / dead-code statistics across processes; needed under DDP with
-    #: kmeans_init or dead codes (else each process rewrites its own codebook). Takes effect
-    #: only if torch.distributed is initialised before the quantizer is built
-    sync_codebook: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        _check_codebook_dim(self.codebook_dim, self.dim)
 
 
 def build_vq(config: VQConfig):
@@ -114,32 +149,17 @@ def build_vq(config: VQConfig):
 
 
 @attrs.define(kw_only=True)
-class FactorizedConfig:
+class FactorizedConfig(_GradientCodebookFields):
     """LlamaGen-style quantizer: l2-normalised codes in a low-dimensional factorised codebook."""
 
-    #: channels of the latents (projected to codebook_dim inside the quantizer)
-    dim: int = attrs.field(default=256, validator=positive)
+    #: number of codes (a larger default than the other quantizers')
     codebook_size: int = attrs.field(default=16384, validator=positive)
     #: dimension of the l2-normalised codes
     codebook_dim: int = attrs.field(default=8, validator=positive)
-    #: weight of the commitment term; the codebook term has weight 1
-    beta: float = attrs.field(default=0.25, validator=non_negative)
     #: weight of the codebook-entropy (diversity) loss; 0 disables it
     entropy_loss_weight: float = attrs.field(default=0.0, validator=non_negative)
     #: inverse temperature of the soft assignment behind the entropy loss
     entropy_temperature: float = attrs.field(default=100.0, validator=positive)
-    kmeans_init: bool = False
-    kmeans_iters: int = attrs.field(default=10, validator=positive)
-    #: replace codes whose EMA usage falls below this by recent encoder outputs (0 disables);
-    #: without it the quick start's codebook collapsed to a single code within 50 steps
-    threshold_ema_dead_code: float = attrs.field(default=2.0, validator=non_negative)
-    dead_code_decay: float = attrs.field(default=0.8, validator=open_unit_interval)
-    rotation_trick: bool = False
-    #: all-reduce k-means / dead-code statistics across processes (see vq)
-    sync_codebook: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        _check_codebook_dim(self.codebook_dim, self.dim)
 
 
 def build_factorized(config: FactorizedConfig):
@@ -171,30 +191,10 @@ def build_factorized(config: FactorizedConfig):
 
 
 @attrs.define(kw_only=True)
-class EMAVQConfig:
+class EMAVQConfig(_EMACodebookFields):
     """Vector quantizer with an EMA-updated codebook and dead-code replacement (VQ-VAE-2)."""
 
-    dim: int = attrs.field(default=256, validator=positive)
-    codebook_size: int = attrs.field(default=1024, validator=positive)
-    #: weight of the commitment term mse(z, sg(e))
-    beta: float = attrs.field(default=0.25, validator=non_negative)
-    #: EMA decay of the codebook statistics
-    decay: float = attrs.field(default=0.99, validator=open_unit_interval)
-    #: Laplace smoothing of the code counts
-    eps: float = attrs.field(default=1e-5, validator=positive)
-    #: replace codes whose running usage count falls below this (0: never)
-    threshold_ema_dead_code: float = attrs.field(default=2.0, validator=non_negative)
-    kmeans_init: bool = False
-    kmeans_iters: int = attrs.field(default=10, validator=positive)
-    codebook_dim: Optional[int] = attrs.field(default=None, validator=positive)
     use_cosine_sim: bool = False
-    #: all-reduce EMA / k-means / dead-code statistics across processes (needs
-    #: torch.distributed initialised before the build); off, DDP's buffer broadcast
-    #: keeps rank 0's codebook
-    sync_codebook: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        _check_codebook_dim(self.codebook_dim, self.dim)
 
 
 def build_ema_vq(config: EMAVQConfig):
@@ -220,26 +220,11 @@ def build_ema_vq(config: EMAVQConfig):
 
 
 @attrs.define(kw_only=True)
-class ResidualConfig:
+class ResidualConfig(_EMACodebookFields):
     """Residual VQ: num_quantizers EMA codebooks on successive residuals; indices (B, h, w, Q)."""
 
-    dim: int = attrs.field(default=256, validator=positive)
     #: number of residual layers Q (indices per position)
     num_quantizers: int = attrs.field(default=4, validator=positive)
-    #: codes per layer
-    codebook_size: int = attrs.field(default=1024, validator=positive)
-    beta: float = attrs.field(default=0.25, validator=non_negative)
-    decay: float = attrs.field(default=0.99, validator=open_unit_interval)
-    eps: float = attrs.field(default=1e-5, validator=positive)
-    threshold_ema_dead_code: float = attrs.field(default=2.0, validator=non_negative)
-    kmeans_init: bool = False
-    kmeans_iters: int = attrs.field(default=10, validator=positive)
-    codebook_dim: Optional[int] = attrs.field(default=None, validator=positive)
-    #: all-reduce codebook statistics across processes (see ema_vq)
-    sync_codebook: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        _check_codebook_dim(self.codebook_dim, self.dim)
 
 
 def build_residual(config: ResidualConfig):
@@ -357,13 +342,9 @@ def build_lfq(config: LFQConfig):
 
 
 @attrs.define(kw_only=True)
-class SimVQConfig:
+class SimVQConfig(_CodebookFields):
     """SimVQ: a frozen random codebook through a learned linear map (no collapse), VQ-VAE loss."""
 
-    dim: int = attrs.field(default=256, validator=positive)
-    codebook_size: int = attrs.field(default=1024, validator=positive)
-    #: weight of the commitment term; the codebook term has weight 1
-    beta: float = attrs.field(default=0.25, validator=non_negative)
     #: rotation-trick gradients (the library's default) instead of straight-through
     rotation_trick: bool = True
     #: dimension of the frozen random codes; absent = dim
