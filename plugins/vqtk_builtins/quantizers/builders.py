@@ -122,16 +122,13 @@ class VQConfig(_GradientCodebookFields):
     threshold_ema_dead_code: float = attrs.field(default=0.0, validator=non_negative)
 
 
-def build_vq(config: VQConfig):
-    """Build a :class:`~vqtk_builtins.quantizers.vq.VectorQuantizer` from ``[model.quantizer]``."""
-    from vqtk_builtins.quantizers.vq import VectorQuantizer
-
-    return VectorQuantizer(
+def _gradient_codebook_kwargs(config: _GradientCodebookFields, name: str) -> dict:
+    """The :class:`~vqtk_builtins.quantizers.vq.VectorQuantizer` arguments that vq and factorized share."""
+    return dict(
         dim=config.dim,
         codebook_size=config.codebook_size,
         beta=config.beta,
         codebook_dim=config.codebook_dim,
-        use_cosine_sim=config.use_cosine_sim,
         kmeans_init=config.kmeans_init,
         kmeans_iters=config.kmeans_iters,
         threshold_ema_dead_code=config.threshold_ema_dead_code,
@@ -139,10 +136,17 @@ def build_vq(config: VQConfig):
         rotation_trick=config.rotation_trick,
         sync_codebook=_sync(
             config.sync_codebook,
-            "quantizer vq",
+            f"quantizer {name}",
             learnable_with_data_init=config.kmeans_init or config.threshold_ema_dead_code > 0,
         ),
     )
+
+
+def build_vq(config: VQConfig):
+    """Build a :class:`~vqtk_builtins.quantizers.vq.VectorQuantizer` from ``[model.quantizer]``."""
+    from vqtk_builtins.quantizers.vq import VectorQuantizer
+
+    return VectorQuantizer(use_cosine_sim=config.use_cosine_sim, **_gradient_codebook_kwargs(config, "vq"))
 
 
 # -- factorized ----------------------------------------------------------------------------
@@ -167,23 +171,10 @@ def build_factorized(config: FactorizedConfig):
     from vqtk_builtins.quantizers.vq import VectorQuantizer
 
     return VectorQuantizer(
-        dim=config.dim,
-        codebook_size=config.codebook_size,
-        beta=config.beta,
-        codebook_dim=config.codebook_dim,
         use_cosine_sim=True,
-        kmeans_init=config.kmeans_init,
-        kmeans_iters=config.kmeans_iters,
-        threshold_ema_dead_code=config.threshold_ema_dead_code,
-        dead_code_decay=config.dead_code_decay,
-        rotation_trick=config.rotation_trick,
         entropy_loss_weight=config.entropy_loss_weight,
         entropy_temperature=config.entropy_temperature,
-        sync_codebook=_sync(
-            config.sync_codebook,
-            "quantizer factorized",
-            learnable_with_data_init=config.kmeans_init or config.threshold_ema_dead_code > 0,
-        ),
+        **_gradient_codebook_kwargs(config, "factorized"),
     )
 
 
