@@ -50,6 +50,30 @@ def test_quantized_keeps_the_input_memory_layout(case):
     assert cl.is_contiguous(memory_format=torch.channels_last) and not cl.is_contiguous()
 
 
+def test_forward_puts_a_plugins_quantized_view_in_the_input_layout():
+    """A third-party quantizer returning a permuted token view still hands back the input's layout."""
+    from vqtk.interfaces import Quantizer, QuantizerOutput
+
+    class TokenView(Quantizer):
+        dim, codebook_size = 4, 2
+
+        def quantize(self, z):
+            b, d, h, w = z.shape
+            tokens = z.permute(0, 2, 3, 1).reshape(b, h * w, d).contiguous()  # as the libraries return them
+            view = tokens.reshape(b, h, w, d).permute(0, 3, 1, 2)  # channels_last in memory
+            return QuantizerOutput(quantized=view, indices=torch.zeros(b, h, w, dtype=torch.long),
+                                   loss=z.new_zeros(()))
+
+        def lookup(self, indices):
+            raise NotImplementedError
+
+    z = torch.randn(2, 4, 3, 5)
+    plain = TokenView()(z).quantized
+    assert plain.is_contiguous() and torch.equal(plain, z)
+    cl = TokenView()(z.contiguous(memory_format=torch.channels_last)).quantized
+    assert cl.is_contiguous(memory_format=torch.channels_last) and not cl.is_contiguous()
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_gradients_reach_the_input(case):
     q = build(case)

@@ -98,13 +98,16 @@ class Quantizer(nn.Module, abc.ABC):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         with torch.autocast(device_type=z.device.type, enabled=False):
             out = self.quantize(z.float())
-        if _is_channels_last(z) and not out.quantized.is_contiguous(memory_format=torch.channels_last):
-            out.quantized = out.quantized.contiguous(memory_format=torch.channels_last)
+        # in the input's layout, whatever view the subclass returned: a decoder fed a
+        # channels_last view by accident runs its GroupNorms several times slower on CPU
+        out.quantized = out.quantized.contiguous(memory_format=_memory_format(z))
         for key, value in codebook_stats(out.indices, self.codebook_size).items():
             out.metrics.setdefault(key, value)
         return out
 
 
-def _is_channels_last(x: torch.Tensor) -> bool:
-    """Whether ``x`` is laid out channels_last (and not also plainly contiguous, as 1x1 grids are)."""
-    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last when ``x`` is laid out so (and not also plainly contiguous, as 1x1 grids are)."""
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
