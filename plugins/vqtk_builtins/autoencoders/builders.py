@@ -53,6 +53,19 @@ class _TamingFields:
     dropout: float = attrs.field(default=0.0, validator=_dropout)
 
 
+def _architecture(config: _TamingFields) -> dict:
+    """The constructor arguments the taming encoder and decoder share."""
+    return dict(
+        ch=config.ch,
+        ch_mult=tuple(config.ch_mult),
+        num_res_blocks=config.num_res_blocks,
+        attn_resolutions=tuple(config.attn_resolutions),
+        z_channels=config.z_channels,
+        resolution=config.resolution,
+        dropout=config.dropout,
+    )
+
+
 @attrs.define(kw_only=True)
 class TamingEncoderConfig(_TamingFields):
     """taming-transformers VQGAN encoder: ResNet blocks, GroupNorm, swish, attention at chosen resolutions."""
@@ -68,16 +81,7 @@ def build_taming_encoder(config: TamingEncoderConfig):
     """Build a :class:`~vqtk_builtins.autoencoders.encoder.TamingEncoder`."""
     from vqtk_builtins.autoencoders.encoder import TamingEncoder
 
-    return TamingEncoder(
-        ch=config.ch,
-        ch_mult=tuple(config.ch_mult),
-        num_res_blocks=config.num_res_blocks,
-        attn_resolutions=tuple(config.attn_resolutions),
-        z_channels=config.z_channels,
-        resolution=config.resolution,
-        in_channels=config.in_channels,
-        dropout=config.dropout,
-    )
+    return TamingEncoder(in_channels=config.in_channels, **_architecture(config))
 
 
 @attrs.define(kw_only=True)
@@ -95,16 +99,7 @@ def build_taming_decoder(config: TamingDecoderConfig):
     """Build a :class:`~vqtk_builtins.autoencoders.decoder.TamingDecoder`."""
     from vqtk_builtins.autoencoders.decoder import TamingDecoder
 
-    return TamingDecoder(
-        ch=config.ch,
-        ch_mult=tuple(config.ch_mult),
-        num_res_blocks=config.num_res_blocks,
-        attn_resolutions=tuple(config.attn_resolutions),
-        z_channels=config.z_channels,
-        resolution=config.resolution,
-        out_channels=config.out_channels,
-        dropout=config.dropout,
-    )
+    return TamingDecoder(out_channels=config.out_channels, **_architecture(config))
 
 
 def register_components(register) -> None:
