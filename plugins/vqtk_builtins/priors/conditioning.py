@@ -7,7 +7,8 @@ the input checks that depend on them.
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 import torch
 
@@ -90,6 +91,16 @@ class ConditionalPrior(Prior):
         self.classes = ClassTokens(
             first_id=first_class_id, num_classes=num_classes, label_dropout=label_dropout, always_prefix=always_prefix
         )
+
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode (no dropout) while sampling, then back to the mode the prior was in."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     def _labels(self, labels: Optional[torch.Tensor], batch_size: int) -> Optional[torch.Tensor]:
         """``labels`` checked against ``num_classes`` (``None`` for unconditional priors)."""

@@ -132,9 +132,7 @@ class GPTPrior(ConditionalPrior):
         height, width = max(rows, h), max(cols, w)
         out = torch.zeros(batch_size, rows, width, dtype=torch.long, device=device)
         use_cache = options.use_cache and self.net.can_cache_kv
-        was_training = self.training
-        self.eval()
-        try:
+        with self._evaluating():
             cache, cached_window = None, None
             for i in range(rows):
                 top = window_origin(i, h, height)
@@ -156,6 +154,4 @@ class GPTPrior(ConditionalPrior):
                         cond, uncond = logits.chunk(2, dim=0)
                         logits = guide(cond, uncond, options.cfg_scale)
                     out[:, i, j] = draw(logits, options, generator).tokens
-        finally:
-            self.train(was_training)
         return out[:, :, :cols]

@@ -150,9 +150,7 @@ class MaskGITPrior(ConditionalPrior):
 
         tokens = torch.full((batch_size, n), self.mask_id, dtype=torch.long, device=device)
         history = []
-        was_training = self.training
-        self.eval()
-        try:
+        with self._evaluating():
             for t, remaining in enumerate(masked_counts(n, steps, self.schedule)):
                 if guided:
                     cond, uncond = self._logits(tokens.repeat(2, 1), prefix).chunk(2, dim=0)
@@ -173,8 +171,6 @@ class MaskGITPrior(ConditionalPrior):
                 remask = confidence.topk(remaining, dim=-1, largest=False).indices
                 tokens = sampled.scatter(1, remask, self.mask_id)
                 history.append((tokens == self.mask_id).sum(dim=-1))
-        finally:
-            self.train(was_training)
         return tokens.view(batch_size, h, w), torch.stack(history)
 
     @torch.no_grad()
