@@ -5,6 +5,7 @@ from vqtk.interfaces import (
     DataSource,
     Decoder,
     Discriminator,
+    DiscriminatorLogits,
     Encoder,
     Loss,
     LossInputs,
@@ -14,6 +15,7 @@ from vqtk.interfaces import (
     Quantizer,
     QuantizerOutput,
     SamplingOptions,
+    StepAware,
 )
 from vqtk.model import VQGAN, VQGANOutput
 from vqtk.pretrained import load
@@ -26,6 +28,7 @@ __all__ = [
     "DataSource",
     "Decoder",
     "Discriminator",
+    "DiscriminatorLogits",
     "Encoder",
     "Loss",
     "LossInputs",
@@ -37,6 +40,7 @@ __all__ = [
     "RecipeError",
     "Registry",
     "SamplingOptions",
+    "StepAware",
     "VQGANOutput",
     "VqtkError",
     "__version__",

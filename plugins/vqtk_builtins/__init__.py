@@ -2,10 +2,11 @@
 
 The core finds this package only through its ``vqtk`` entry point (see
 pyproject.toml), exactly as it finds third-party plugins. Each family package
-(``autoencoders``, ``quantizers``...) keeps its modules (plain ``nn.Module``s)
-apart from its ``builders.py`` (attrs configs and build functions), and has a
-``register_components(register)`` that this hook calls. Heavy imports happen
-inside build functions, so ``vqtk list`` stays fast.
+(``autoencoders``, ``quantizers``...) holds one module per component (plain
+keyword-only ``nn.Module`` classes whose signatures are their recipe schemas)
+and a ``register_components(register)`` in its ``__init__`` that this hook
+calls. Heavy libraries (vector-quantize-pytorch, x-transformers, lpips,
+scikit-image) are imported when a component is built, so ``vqtk list`` stays fast.
 """
 
 from __future__ import annotations
@@ -22,10 +23,4 @@ FAMILIES = ("autoencoders", "quantizers", "discriminators", "losses", "data", "p
 @hookimpl
 def vqtk_register_components(register):
     for family in FAMILIES:
-        try:
-            module = importlib.import_module(f"{__name__}.{family}.builders")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"{__name__}.{family}" or exc.name == f"{__name__}.{family}.builders":
-                continue  # family not written yet
-            raise
-        module.register_components(register)
+        importlib.import_module(f"{__name__}.{family}").register_components(register)

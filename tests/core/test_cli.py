@@ -29,8 +29,10 @@ def test_bad_recipe_exits_2_with_one_line_per_problem(toy, capsys):
     code = main(["show", str(toy), "model.quantizer.codebook_size=big", "train.steps=0"])
     err = capsys.readouterr().err
     assert code == 2
+    # a type error in one table does not hide a range error in another
     assert err.splitlines() == [
         'vqtk: error: model.quantizer.codebook_size: expected int, got "big"',
+        "vqtk: error: train.steps: must be > 0, got 0",
     ]
     assert "Traceback" not in err
 

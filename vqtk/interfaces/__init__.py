@@ -7,9 +7,10 @@ the typed records they return. Built-in and third-party plugins subclass them.
 
 from vqtk.interfaces.data import DataSource
 from vqtk.interfaces.decoder import Decoder
-from vqtk.interfaces.discriminator import Discriminator
+from vqtk.interfaces.discriminator import Discriminator, Logits, logit_maps
 from vqtk.interfaces.encoder import Encoder
-from vqtk.interfaces.loss import Loss, LossInputs, LossTerm
+from vqtk.interfaces.lifecycle import StepAware, step_aware_parts
+from vqtk.interfaces.loss import DiscriminatorLogits, Loss, LossInputs, LossTerm
 from vqtk.interfaces.prior import Prior, PriorOutput, SamplingOptions
 from vqtk.interfaces.quantizer import Quantizer, QuantizerOutput, codebook_stats
 
@@ -29,14 +30,19 @@ __all__ = [
     "DataSource",
     "Decoder",
     "Discriminator",
+    "DiscriminatorLogits",
     "Encoder",
     "Loss",
     "LossInputs",
+    "Logits",
     "LossTerm",
     "Prior",
     "PriorOutput",
     "Quantizer",
     "QuantizerOutput",
     "SamplingOptions",
+    "StepAware",
     "codebook_stats",
+    "logit_maps",
+    "step_aware_parts",
 ]

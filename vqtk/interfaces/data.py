@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 from torch.utils.data import Dataset
 
@@ -14,6 +15,9 @@ class DataSource(abc.ABC):
     ``H == W == resolution``, or a tuple ``(image, label)`` with an ``int`` label
     for class-conditional data (then :attr:`num_classes` > 0).
     """
+
+    #: arguments the assembler fills in from other parts of the recipe
+    provided_arguments: ClassVar[tuple[str, ...]] = ()
 
     resolution: int
     channels: int = 3

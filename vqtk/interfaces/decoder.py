@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -15,6 +16,9 @@ class Decoder(nn.Module, abc.ABC):
     layer that produces the image; adversarial losses use its gradients to
     balance themselves against the reconstruction loss (taming's adaptive weight).
     """
+
+    #: arguments the assembler fills in from other parts of the recipe
+    provided_arguments: ClassVar[tuple[str, ...]] = ()
 
     in_channels: int
     out_channels: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -15,6 +16,9 @@ class Encoder(nn.Module, abc.ABC):
     check a recipe's shapes (channels between parts, resolution divisible by
     ``f``) before anything is trained.
     """
+
+    #: arguments the assembler fills in from other parts of the recipe
+    provided_arguments: ClassVar[tuple[str, ...]] = ()
 
     in_channels: int
     out_channels: int

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Optional
+from typing import ClassVar, Optional
 
 import attrs
 import torch
@@ -42,6 +42,9 @@ class Prior(nn.Module, abc.ABC):
     codebook_size: int
     grid_size: tuple[int, int]
     num_classes: int = 0
+    #: arguments the assembler takes from the tokenizer the prior models, so a recipe
+    #: need not repeat them (repeating them is allowed when the values agree)
+    provided_arguments: ClassVar[tuple[str, ...]] = ("codebook_size", "num_codebooks", "grid_size")
 
     @abc.abstractmethod
     def loss(self, indices: torch.Tensor, labels: Optional[torch.Tensor] = None) -> PriorOutput:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 import math
 
 import attrs
@@ -73,6 +74,9 @@ class Quantizer(nn.Module, abc.ABC):
         num_codebooks: indices per spatial position (1 for plain VQ; ``Q`` for
             residual / grouped quantizers, whose indices are ``(B, h, w, Q)``).
     """
+
+    #: arguments the assembler fills in from other parts of the recipe
+    provided_arguments: ClassVar[tuple[str, ...]] = ()
 
     dim: int
     codebook_size: int

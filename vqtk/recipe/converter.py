@@ -1,9 +1,12 @@
 """Strict structuring of recipe data into attrs classes, with every error reported at once.
 
-cattrs does the walking; this module makes it strict (no ``"1"`` -> ``1``
-coercion, no unknown keys), dispatches component tables on their ``type``
-through the registry, runs field validators, and turns cattrs' nested
-exceptions into ``dotted.path: message`` lines.
+cattrs structures each value (strict scalars: no ``"1"`` -> ``1`` coercion;
+literals, tuples, optionals); this module walks tables and arrays itself so
+that every problem in every table is collected, each with its path: unknown
+keys, wrong types, missing fields, validator failures (run on each field as
+soon as it structures) and cross-field checks (run once a table's fields are
+all valid). Component tables are dispatched on their ``type`` through the
+registry.
 """
 
 from __future__ import annotations
@@ -13,20 +16,18 @@ import json
 import math
 import re
 import typing
+from types import SimpleNamespace
 from typing import Any, Literal, Optional
 
 import attrs
 import cattrs
-from cattrs.cols import is_mapping, mapping_structure_factory
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, StructureHandlerNotFoundError
-from cattrs.gen import make_dict_structure_fn
-from cattrs.v import transform_error
+from cattrs.cols import is_mapping
+from cattrs.errors import StructureHandlerNotFoundError
 
 from vqtk.errors import RecipeError
 from vqtk.recipe.schema import ComponentRef, LossRef
 from vqtk.registry import Registry
 
-_EXTRA = "\x00extra\x00"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "string"}
 
@@ -50,6 +51,40 @@ class _Problem(ValueError):
     def __init__(self, message: str, subpath: str = ""):
         super().__init__(message)
         self.subpath = subpath
+
+
+class _Problems(ValueError):
+    """Every problem found in a table or array: ``(subpath, message)`` pairs."""
+
+    def __init__(self, items: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{p}: {m}" for p, m in items))
+        self.items = items
+
+
+def _defaults(fields) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field in fields:
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            if not default.takes_self:
+                out[field.name] = default.factory()
+        elif default is not attrs.NOTHING:
+            out[field.name] = default
+    return out
+
+
+def _collect(problems: list[tuple[str, str]], prefix: str, exc: Exception) -> None:
+    """Add the problems of ``exc`` (raised while structuring the value at ``prefix``) to ``problems``."""
+    if isinstance(exc, _Problems):
+        problems.extend((prefix + sub, msg) for sub, msg in exc.items)
+    elif isinstance(exc, _Problem):
+        problems.append((prefix + exc.subpath, str(exc)))
+    elif isinstance(exc, StructureHandlerNotFoundError):
+        # the component's config class, not the recipe, is at fault
+        problems.append((prefix, f"the component's config has a field of type {_type_name(exc.type_)}, "
+                                 "which a recipe cannot hold (a bug in the plugin that registered it)"))
+    else:
+        raise exc
 
 
 def _strict_scalar(t: type):
@@ -140,12 +175,57 @@ class RecipeConverter:
     def _attrs_class(self, value: Any, t: type) -> Any:
         if not isinstance(value, dict):
             raise _Problem(f"expected a table, got {show(value)}")
-        fn = self._attrs_fns.get(t)
-        if fn is None:
-            fn = self._attrs_fns[t] = make_dict_structure_fn(t, self.c)
-        # validators run afterwards (all of them, each with its path), not in __init__
-        with attrs.validators.disabled():
-            return fn(value, t)
+        problems: list[tuple[str, str]] = []
+        fields = self._fields(t)
+        for key in value:
+            if key not in fields:
+                hint = difflib.get_close_matches(str(key), list(fields), n=1)
+                text = f"unknown key; did you mean {hint[0]!r}?" if hint else "unknown key"
+                text += f" (allowed: {', '.join(sorted(fields))})" if fields else ""
+                problems.append((f".{_key(str(key))}", text))
+        kwargs: dict[str, Any] = {}
+        for name, field in fields.items():
+            if name not in value:
+                if field.default is attrs.NOTHING:
+                    problems.append((f".{name}", "required field missing"))
+                continue
+            try:
+                kwargs[name] = self.c.structure(value[name], field.type)
+            except (_Problem, _Problems, StructureHandlerNotFoundError) as exc:
+                _collect(problems, f".{name}", exc)
+        # each field's validators, as soon as it structured; a validator that compares with
+        # another field sees that field's value or default (and is skipped if it failed)
+        view = SimpleNamespace(**{**_defaults(fields.values()), **kwargs})
+        for name in list(kwargs):
+            field = fields[name]
+            if field.validator is None:
+                continue
+            try:
+                field.validator(view, field, kwargs[name])
+            except (ValueError, TypeError) as exc:
+                problems.append((f".{name}", str(exc)))
+            except AttributeError:
+                if all(f in kwargs for f in fields if f in value):
+                    raise
+        if problems:
+            raise _Problems(problems)
+        # fields are valid: the class's own cross-field checks (__attrs_post_init__) run now
+        try:
+            with attrs.validators.disabled():
+                return t(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise _Problem(str(exc)) from None
+
+    def _fields(self, t: type) -> dict[str, attrs.Attribute]:
+        """``t``'s fields with string annotations (``from __future__ import annotations``) resolved."""
+        fields = self._attrs_fns.get(t)
+        if fields is None:
+            try:
+                attrs.resolve_types(t)
+            except NameError as exc:
+                raise StructureHandlerNotFoundError(f"unresolvable annotation in {t.__qualname__}: {exc}", t)
+            fields = self._attrs_fns[t] = {f.name: f for f in attrs.fields(t)}
+        return fields
 
     def _fixed_tuple(self, value: Any, t: Any) -> tuple:
         args = typing.get_args(t)
@@ -153,30 +233,40 @@ class RecipeConverter:
             raise _Problem(f"expected an array of {len(args)}, got {show(value)}")
         if len(value) != len(args):
             raise _Problem(f"expected an array of {len(args)}, got {len(value)} items")
-        return tuple(self._item(v, a, i) for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(self._items(((f"[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))))
 
     def _sequence(self, value: Any, t: Any) -> Any:
         (item_t, *_) = typing.get_args(t) or (Any,)
         if not isinstance(value, (list, tuple)):
             raise _Problem(f"expected an array, got {show(value)}")
-        items = [self._item(v, item_t, i) for i, v in enumerate(value)]
+        items = self._items(((f"[{i}]", v, item_t) for i, v in enumerate(value)))
         return items if typing.get_origin(t) is list else tuple(items)
 
     def _mapping_factory(self, t: Any) -> Any:
-        inner = mapping_structure_factory(t, self.c)
+        key_t, value_t = (typing.get_args(t) or (str, Any))[:2]
 
         def hook(value: Any, _t: Any) -> Any:
             if not isinstance(value, dict):
                 raise _Problem(f"expected a table, got {show(value)}")
-            return inner(value, _t)
+            if key_t is not str:
+                raise StructureHandlerNotFoundError(f"mapping keys of type {key_t}", key_t)
+            items = self._items(((f".{_key(str(k))}", v, value_t) for k, v in value.items()))
+            return dict(zip(value, items))
 
         return hook
 
-    def _item(self, value: Any, t: Any, index: int) -> Any:
-        try:
-            return self.c.structure(value, t)
-        except _Problem as exc:
-            raise _Problem(str(exc), f"[{index}]{exc.subpath}") from None
+    def _items(self, entries) -> list:
+        """Structure ``(subpath, value, type)`` entries, collecting every item's problems."""
+        out: list = []
+        problems: list[tuple[str, str]] = []
+        for sub, value, t in entries:
+            try:
+                out.append(self.c.structure(value, t))
+            except (_Problem, _Problems, StructureHandlerNotFoundError) as exc:
+                _collect(problems, sub, exc)
+        if problems:
+            raise _Problems(problems)
+        return out
 
     def _component(self, value: Any, t: type) -> ComponentRef:
         kind = t.kind
@@ -195,13 +285,20 @@ class RecipeConverter:
             raise _Problem(str(exc), ".type") from None
         fields = {k: v for k, v in value.items() if k != "type"}
         extra: dict[str, Any] = {}
+        problems: list[tuple[str, str]] = []
         if issubclass(t, LossRef) and "weight" in fields:
             try:
                 extra["weight"] = _strict_scalar(float)(fields.pop("weight"), float)
             except _Problem as exc:
-                raise _Problem(str(exc), ".weight") from None
-        config = self._attrs_class(fields, spec.config)
+                problems.append((".weight", str(exc)))
+        try:
+            config = self._attrs_class(fields, spec.config)
+        except (_Problem, _Problems) as exc:
+            _collect(problems, "", exc)
+        if problems:
+            raise _Problems(problems)
         return t(type=name, config=config, **extra)
+
 
     def _unstructure_component(self, ref: ComponentRef) -> dict:
         out: dict[str, Any] = {"type": ref.type}
@@ -215,13 +312,11 @@ class RecipeConverter:
     def structure(self, data: dict, cls: type) -> Any:
         """Structure ``data`` into ``cls``; raise :class:`RecipeError` listing every problem."""
         try:
-            obj = self.c.structure(data, cls)
-        except (ClassValidationError, _Problem, ForbiddenExtraKeysError, KeyError) as exc:
-            raise RecipeError(_format(exc)) from None
-        problems = validate(obj)
-        if problems:
-            raise RecipeError(problems)
-        return obj
+            return self.c.structure(data, cls)
+        except (_Problem, _Problems, StructureHandlerNotFoundError) as exc:
+            problems: list[tuple[str, str]] = []
+            _collect(problems, "", exc)
+            raise RecipeError(f"{_clean_path(path)}: {message}" for path, message in problems) from None
 
     def unstructure(self, obj: Any) -> Any:
         return _drop_none(self.c.unstructure(obj))
@@ -236,52 +331,6 @@ def _drop_none(value: Any) -> Any:
     return value
 
 
-def validate(obj: Any, path: str = "") -> list[str]:
-    """Run every attrs field validator in a structured tree, collecting ``path: message``."""
-    problems: list[str] = []
-    if isinstance(obj, ComponentRef):
-        return validate(obj.config, path)
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            problems += validate(value, f"{path}.{key}" if path else key)
-        return problems
-    if not attrs.has(type(obj)):
-        return problems
-    for field in attrs.fields(type(obj)):
-        value = getattr(obj, field.name)
-        where = f"{path}.{field.name}" if path else field.name
-        if field.validator is not None:
-            try:
-                field.validator(obj, field, value)
-            except (ValueError, TypeError) as exc:
-                problems.append(f"{where}: {exc}")
-                continue
-        problems += validate(value, where)
-    if hasattr(obj, "__attrs_post_init__"):
-        try:
-            obj.__attrs_post_init__()
-        except (ValueError, TypeError) as exc:
-            problems.append(f"{path or '(recipe)'}: {exc}")
-    return problems
-
-
-def _format_exception(exc: BaseException, _type: Any) -> str:
-    if isinstance(exc, _Problem):
-        return f"{exc.subpath}\x01{exc}"
-    if isinstance(exc, ForbiddenExtraKeysError):
-        allowed = sorted(f.name for f in attrs.fields(exc.cl)) if attrs.has(exc.cl) else []
-        return _EXTRA + "\x02".join(sorted(exc.extra_fields)) + "\x03" + "\x02".join(allowed)
-    if isinstance(exc, KeyError):
-        return "required field missing"
-    if isinstance(exc, StructureHandlerNotFoundError):
-        # the component's config class, not the recipe, is at fault
-        return (f"the component's config has a field of type {_type_name(exc.type_)}, which a recipe "
-                "cannot hold (a bug in the plugin that registered it)")
-    if isinstance(exc, (ValueError, TypeError)):  # a config's own cross-field check
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
 def _key(key: str) -> str:
     """A table key as TOML writes it: bare when it can be, else quoted (never spanning lines)."""
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
@@ -292,30 +341,4 @@ def _type_name(t: Any) -> str:
 
 
 def _clean_path(path: str) -> str:
-    path = re.sub(r"\['([^']*)'\]", r".\1", path)
-    path = path[1:] if path.startswith("$") else path
     return path.lstrip(".") or "(recipe)"
-
-
-def _format(exc: BaseException) -> list[str]:
-    if isinstance(exc, (_Problem, ForbiddenExtraKeysError, KeyError)):
-        lines = [f"{_format_exception(exc, None)} @ $"]
-    else:
-        lines = transform_error(exc, path="$", format_exception=_format_exception)
-    out: list[str] = []
-    for line in lines:
-        message, _, path = line.rpartition(" @ ")
-        if message.startswith(_EXTRA):
-            extra, _, allowed = message[len(_EXTRA):].partition("\x03")
-            options = allowed.split("\x02") if allowed else []
-            for key in extra.split("\x02"):
-                hint = difflib.get_close_matches(key, options, n=1)
-                text = f"unknown key; did you mean {hint[0]!r}?" if hint else "unknown key"
-                text += f" (allowed: {', '.join(options)})" if options else ""
-                out.append(f"{_clean_path(path + '.' + _key(key))}: {text}")
-        elif "\x01" in message:
-            sub, _, text = message.partition("\x01")
-            out.append(f"{_clean_path(path + sub)}: {text}")
-        else:
-            out.append(f"{_clean_path(path)}: {message}")
-    return out

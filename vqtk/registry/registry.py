@@ -19,6 +19,7 @@ import pluggy
 from vqtk.errors import PluginError, VqtkError
 from vqtk.interfaces import KINDS
 from vqtk.registry.hookspecs import PROJECT, VqtkHookSpec
+from vqtk.registry.signature import arguments, config_from_signature
 
 ENTRY_POINT_GROUP = "vqtk"
 #: Comma-separated entry-point names to load; unset loads all (like LLM_LOAD_PLUGINS).
@@ -29,7 +30,12 @@ ENV_DISABLE = "VQTK_DISABLE_PLUGIN_AUTOLOAD"
 
 @attrs.frozen
 class ComponentSpec:
-    """A registered component: what a recipe's ``type = name`` refers to."""
+    """A registered component: what a recipe's ``type = name`` refers to.
+
+    ``target`` is the component class or factory whose signature ``config``
+    was derived from (``None`` for the explicit attrs-config form, where
+    ``build(config)`` makes the component).
+    """
 
     kind: str
     name: str
@@ -37,6 +43,14 @@ class ComponentSpec:
     build: Callable[[Any], Any]
     plugin: str
     doc: str = ""
+    target: Optional[Callable[..., Any]] = None
+    distribution: Optional[str] = None
+
+    @property
+    def origin(self) -> str:
+        """``plugin 'x'`` or ``plugin 'x' (distribution vqtk-x)``, for messages."""
+        dist = f" (pip distribution {self.distribution})" if self.distribution else ""
+        return f"plugin {self.plugin!r}{dist}"
 
     def create(self, config: Any) -> Any:
         """Build the component from its structured config and check its kind."""
@@ -44,7 +58,7 @@ class ComponentSpec:
         base = KINDS[self.kind]
         if not isinstance(component, base):
             raise PluginError(
-                f"plugin {self.plugin!r}: {self.kind} {self.name!r} built a "
+                f"{self.origin}: {self.kind} {self.name!r} built a "
                 f"{type(component).__name__}, which is not a vqtk.interfaces.{base.__name__}"
             )
         return component
@@ -57,6 +71,8 @@ class PluginRecord:
     name: str
     version: Optional[str] = None
     source: str = "entry point"
+    #: the pip distribution that installed the plugin (None for directly registered ones)
+    distribution: Optional[str] = None
     components: list[tuple[str, str]] = attrs.field(factory=list)
     error: Optional[str] = None
 
@@ -101,6 +117,7 @@ class Registry:
                 name=ep.name,
                 version=dist.version if dist is not None else None,
                 source=f"entry point {ep.value}" + (f" ({dist.name})" if dist is not None else ""),
+                distribution=dist.name if dist is not None else None,
             )
             try:
                 plugin = ep.load()
@@ -143,8 +160,10 @@ class Registry:
             return
         pending: list[ComponentSpec] = []
 
-        def register(kind: str, comp_name: str, *, config: type, build: Callable, doc: Optional[str] = None):
-            pending.append(self._make_spec(name, kind, comp_name, config, build, doc))
+        def register(kind: str, comp_name: str, component: Optional[Callable] = None, *,
+                     config: Optional[type] = None, build: Optional[Callable] = None,
+                     doc: Optional[str] = None, check: Optional[Callable[[Any], None]] = None):
+            pending.append(self._make_spec(record, kind, comp_name, component, config, build, doc, check))
 
         try:
             for impl in self.pm.hook.vqtk_register_components.get_hookimpls():
@@ -175,20 +194,46 @@ class Registry:
             record.components.append((spec.kind, spec.name))
 
     @staticmethod
-    def _make_spec(plugin: str, kind: str, name: str, config: type, build: Callable, doc) -> ComponentSpec:
+    def _make_spec(record: PluginRecord, kind: str, name: str, component: Optional[Callable],
+                   config: Optional[type], build: Optional[Callable], doc: Optional[str],
+                   check: Optional[Callable]) -> ComponentSpec:
+        plugin = record.name
         where = f"plugin {plugin!r}"
         if kind not in KINDS:
             raise PluginError(f"{where}: unknown component kind {kind!r} (kinds: {', '.join(KINDS)})")
         if not isinstance(name, str) or not name.isidentifier():
             raise PluginError(f"{where}: {kind} name {name!r} must be an identifier")
-        if not (isinstance(config, type) and attrs.has(config)):
-            raise PluginError(f"{where}: {kind} {name!r}: config must be an attrs class, got {config!r}")
-        if "type" in {f.name for f in attrs.fields(config)}:
-            raise PluginError(f"{where}: {kind} {name!r}: config may not have a field named 'type'")
-        if not callable(build):
-            raise PluginError(f"{where}: {kind} {name!r}: build must be callable")
-        text = doc or _first_line(build.__doc__) or _first_line(config.__doc__)
-        return ComponentSpec(kind=kind, name=name, config=config, build=build, plugin=plugin, doc=text)
+        where = f"{where}: {kind} {name!r}"
+        if component is not None:
+            if config is not None or build is not None:
+                raise PluginError(f"{where}: give the component, or config= and build=, not both")
+            if not callable(component):
+                raise PluginError(f"{where}: {component!r} is not a class or function")
+            config = config_from_signature(component, where=where, check=check,
+                                           provided=KINDS[kind].provided_arguments)
+            target = component
+
+            def build(cfg: Any, _make: Callable = component) -> Any:
+                return _make(**arguments(cfg))
+
+            text = doc or (config.__doc__ or "").strip()
+        else:
+            if config is None or build is None:
+                raise PluginError(f"{where}: register(kind, name, ComponentClass) or "
+                                  "register(kind, name, config=AttrsClass, build=function)")
+            if check is not None:
+                raise PluginError(f"{where}: check= goes with a component whose signature is its schema; "
+                                  "an attrs config checks itself in __attrs_post_init__")
+            if not (isinstance(config, type) and attrs.has(config)):
+                raise PluginError(f"{where}: config must be an attrs class, got {config!r}")
+            if "type" in {f.name for f in attrs.fields(config)}:
+                raise PluginError(f"{where}: config may not have a field named 'type'")
+            if not callable(build):
+                raise PluginError(f"{where}: build must be callable")
+            target = None
+            text = doc or _first_line(build.__doc__) or _first_line(config.__doc__)
+        return ComponentSpec(kind=kind, name=name, config=config, build=build, plugin=plugin,
+                             doc=_first_line(text), target=target, distribution=record.distribution)
 
     # -- lookup --------------------------------------------------------------
 

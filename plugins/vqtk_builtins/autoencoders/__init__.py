@@ -20,3 +20,10 @@ __all__ = [
     "TamingEncoder",
     "Upsample",
 ]
+
+
+def register_components(register) -> None:
+    """Register this family's components (transitional: still through builders.py)."""
+    from . import builders
+
+    builders.register_components(register)

@@ -9,3 +9,10 @@ from vqtk_builtins.data.image_folder import ImageFolder, ImageFolderDataset
 from vqtk_builtins.data.sample_photos import PHOTOS, PhotoCrops, PhotoGrid, SamplePhotos
 
 __all__ = ["PHOTOS", "ImageFolder", "ImageFolderDataset", "PhotoCrops", "PhotoGrid", "SamplePhotos"]
+
+
+def register_components(register) -> None:
+    """Register this family's components (transitional: still through builders.py)."""
+    from . import builders
+
+    builders.register_components(register)

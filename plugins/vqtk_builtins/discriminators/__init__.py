@@ -5,3 +5,10 @@ from vqtk_builtins.discriminators.patchgan import PatchGANDiscriminator, init_we
 from vqtk_builtins.discriminators.stylegan import StyleGANDiscriminator
 
 __all__ = ["ActNorm", "PatchGANDiscriminator", "StyleGANDiscriminator", "init_weights"]
+
+
+def register_components(register) -> None:
+    """Register this family's components (transitional: still through builders.py)."""
+    from . import builders
+
+    builders.register_components(register)

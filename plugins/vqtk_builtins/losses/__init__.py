@@ -21,3 +21,10 @@ __all__ = [
     "r1_penalty",
 ]
 # LPIPSLoss lives in vqtk_builtins.losses.perceptual (imports lpips / torchvision on use).
+
+
+def register_components(register) -> None:
+    """Register this family's components (transitional: still through builders.py)."""
+    from . import builders
+
+    builders.register_components(register)

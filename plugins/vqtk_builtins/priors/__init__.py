@@ -29,3 +29,10 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def register_components(register) -> None:
+    """Register this family's components (transitional: still through builders.py)."""
+    from . import builders
+
+    builders.register_components(register)
