@@ -48,3 +48,18 @@ class PluginError(VqtkError):
 
 class MissingFileError(VqtkError):
     """A file the run needs (weights, data) is not on disk; the message says which and where."""
+
+
+class PluginBug(Exception):
+    """An exception raised inside a plugin's code: a bug to report to the plugin's authors.
+
+    Not a :class:`VqtkError`: the CLI exits with status 1 and prints the
+    traceback (chained to the plugin's own exception), then one line naming the
+    plugin and the pip distribution that installed it.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, origin: str = ""):
+        self.origin = origin
+        super().__init__(printable(f"{message}" + (f" [bug in {origin}]" if origin else "")))

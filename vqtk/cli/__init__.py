@@ -15,7 +15,7 @@ import sys
 import traceback
 from typing import Optional, Sequence
 
-from vqtk.errors import VqtkError
+from vqtk.errors import PluginBug, VqtkError
 
 
 try:  # CUDA's out-of-memory error (a RuntimeError); plain RAM exhaustion is a MemoryError
@@ -89,7 +89,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"vqtk: error: cannot write {where}: {exc.strerror}; earlier checkpoints are intact",
               file=sys.stderr)
         return 2
-    except Exception:  # a bug: keep the traceback, it is what a bug report needs
+    except PluginBug as exc:  # raised inside a plugin's code: its traceback is what its authors need
         traceback.print_exc()
-        print("vqtk: internal error (the traceback above is a bug in vqtk or a plugin)", file=sys.stderr)
+        print(f"vqtk: error: {exc}", file=sys.stderr)
+        print("vqtk: this is a bug in the plugin named above (the traceback shows where); "
+              "report it to its authors", file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug: keep the traceback, it is what a bug report needs
+        traceback.print_exc()
+        print(f"vqtk: internal error ({_culprit(exc)})", file=sys.stderr)
+        return 1
+
+
+def _culprit(exc: BaseException) -> str:
+    """Who the traceback of a bug points at: the innermost plugin frame, else vqtk."""
+    from vqtk.registry import default_registry
+
+    registry = default_registry()
+    tb = exc.__traceback__
+    found = None
+    while tb is not None:
+        record = registry.plugin_of_module(tb.tb_frame.f_globals.get("__name__", ""))
+        if record is not None:
+            found = record
+        tb = tb.tb_next
+    if found is None:
+        return "the traceback above is a bug in vqtk"
+    dist = f" (pip distribution {found.distribution} {found.version or ''})".replace(" )", ")") \
+        if found.distribution else ""
+    return f"the traceback above is a bug in plugin {found.name!r}{dist}; report it to its authors"

@@ -46,8 +46,10 @@ def cmd_check(args) -> int:
         build_data,
         build_discriminator,
         build_losses,
+        build_prior,
         build_vqgan,
         check_data_fits,
+        component_origins,
         count_parameters,
         probe_shapes,
     )
@@ -65,9 +67,11 @@ def cmd_check(args) -> int:
     except MissingFileError as exc:  # the recipe is fine; this machine lacks a file the run needs
         missing.append(str(exc))
         losses = []
-    if any(e.loss.adversarial for e in losses) and disc is None:
-        raise VqtkError("model.discriminator: the recipe has an adversarial loss but no discriminator")
-    shapes = probe_shapes(model, disc, data.resolution)
+    needs_disc = [f"loss.{e.name}" for e in losses if type(e.loss).terms()[1]]
+    if needs_disc and disc is None:
+        raise VqtkError(f"model.discriminator: the recipe has losses that need a discriminator "
+                        f"({', '.join(needs_disc)}) but no [model.discriminator]")
+    shapes = probe_shapes(model, disc, data.resolution, component_origins(recipe))
 
     m = recipe.model
     rows = [
@@ -98,9 +102,11 @@ def cmd_check(args) -> int:
         print("losses: " + ", ".join(f"{e.name} ({type(e.loss).__name__}, weight {e.weight:g})" for e in losses))
     print(f"data: {data.describe()}")
     if recipe.prior is not None:
-        from vqtk.build import build_component
+        from vqtk.train.stage2 import check_prior_fits
 
-        prior = build_component(recipe.prior, "prior")
+        prior = build_prior(recipe, model, data.resolution)
+        check_prior_fits(prior, model, model.latent_grid(data.resolution, data.resolution),
+                         recipe.model.quantizer.type)
         print(f"prior ({recipe.prior.type}): {_millions(count_parameters(prior))} parameters over "
               f"{tuple(prior.grid_size)} grids of {prior.codebook_size} codes")
     for text in missing:

@@ -17,7 +17,7 @@ import math
 import re
 import typing
 from types import SimpleNamespace
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import attrs
 import cattrs

@@ -20,6 +20,59 @@ from vqtk.registry import Registry, default_registry
 MAX_EXTENDS_DEPTH = 32
 #: a recipe is a few kB; anything this large is a wrong path (or /dev/zero)
 MAX_RECIPE_BYTES = 16 * 2**20
+#: arrays and inline tables nested deeper than this are refused before parsing (Python's TOML
+#: reader recurses once per level and would crash with a RecursionError on thousands)
+MAX_NESTING = 64
+
+
+def nesting_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` in TOML values, strings and comments skipped.
+
+    A linear scan (no recursion), so a hostile file costs one pass. Table headers
+    (``[a.b]``, ``[[x]]``) count as depth 1-2, which never comes near the limit.
+    """
+    depth = deepest = 0
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        elif ch in "\"'":
+            triple = text.startswith(ch * 3, i)
+            quote = ch * 3 if triple else ch
+            j = i + len(quote)
+            while j < n:
+                if ch == '"' and text[j] == "\\":
+                    j += 2
+                    continue
+                if text.startswith(quote, j):
+                    break
+                if not triple and text[j] == "\n":
+                    break
+                j += 1
+            i = j + len(quote)
+            continue
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return deepest
+
+
+def parse_toml(text: str, where: str) -> dict:
+    """``tomllib.loads`` with the nesting cap; every failure is a one-line :class:`VqtkError`."""
+    depth = nesting_depth(text)
+    if depth > MAX_NESTING:
+        raise VqtkError(f"{where}: values nested {depth} levels deep; recipes may nest at most {MAX_NESTING}")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise VqtkError(f"{where}: invalid TOML: {exc}") from None
+    except RecursionError:  # a backstop: the scan above should have refused it
+        raise VqtkError(f"{where}: values nested too deeply to read") from None
 
 
 def read_toml(path: Path) -> dict:
@@ -39,10 +92,7 @@ def read_toml(path: Path) -> dict:
         text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is fine
     except UnicodeDecodeError as exc:
         raise VqtkError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise VqtkError(f"{path}: invalid TOML: {exc}") from None
+    return parse_toml(text, str(path))
 
 
 def merge(base: dict, child: dict) -> dict:
@@ -95,6 +145,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = key.split(".")
     if not sep or not key or not all(p.strip() for p in parts):
         raise VqtkError(f"override {text!r}: expected key.path=value")
+    if nesting_depth(value) > MAX_NESTING:
+        raise VqtkError(f"override {key}: value nested more than {MAX_NESTING} levels deep")
     try:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:

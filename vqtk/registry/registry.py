@@ -73,6 +73,8 @@ class PluginRecord:
     source: str = "entry point"
     #: the pip distribution that installed the plugin (None for directly registered ones)
     distribution: Optional[str] = None
+    #: top-level package of the plugin's code (to attribute a traceback to the plugin)
+    package: Optional[str] = None
     components: list[tuple[str, str]] = attrs.field(factory=list)
     error: Optional[str] = None
 
@@ -118,6 +120,7 @@ class Registry:
                 version=dist.version if dist is not None else None,
                 source=f"entry point {ep.value}" + (f" ({dist.name})" if dist is not None else ""),
                 distribution=dist.name if dist is not None else None,
+                package=ep.value.split(":")[0].split(".")[0],
             )
             try:
                 plugin = ep.load()
@@ -132,7 +135,9 @@ class Registry:
     def register_plugin(self, plugin: Any, name: Optional[str] = None) -> PluginRecord:
         """Register a plugin object or module directly (no entry point needed)."""
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
-        record = PluginRecord(name=name, version=getattr(plugin, "__version__", None), source="direct")
+        module = plugin.__name__ if inspect.ismodule(plugin) else type(plugin).__module__
+        record = PluginRecord(name=name, version=getattr(plugin, "__version__", None), source="direct",
+                              package=module.split(".")[0])
         self._add(plugin, record)
         return record
 
@@ -244,6 +249,14 @@ class Registry:
         kinds = [kind] if kind else list(KINDS)
         return [self._components[k][n] for k in kinds for n in sorted(self._components[k])]
 
+    def plugin_of_module(self, module: str) -> Optional[PluginRecord]:
+        """The plugin whose package holds ``module`` (a dotted module name), if any."""
+        top = module.split(".")[0]
+        for record in self.plugins.values():
+            if record.package == top:
+                return record
+        return None
+
     def failures(self) -> list[PluginRecord]:
         return [p for p in self.plugins.values() if p.error]
 
@@ -271,7 +284,9 @@ class Registry:
         msg += f" available: {', '.join(available) if available else '(none)'}"
         broken = self.failures()
         if broken:
-            msg += "; plugins that failed to load: " + "; ".join(f"{p.name} ({p.error})" for p in broken)
+            msg += "; plugins that failed to load: " + "; ".join(
+                f"{p.name}{f' from pip distribution {p.distribution}' if p.distribution else ''} ({p.error})"
+                for p in broken)
         return msg
 
 

@@ -41,6 +41,8 @@ STATE_FILE = "train_state.safetensors"
 LAST = "last"
 FORMAT = "vqtk-checkpoint-1"
 DIGEST = "sha256"
+#: metadata key (and tensor-name prefix) of non-tensor extra state
+EXTRA = "extra_state"
 _STEP_NAME = re.compile(r"step_\d+")
 
 
@@ -69,10 +71,28 @@ class Checkpoint:
         ema = self.state_dict("ema.module")
         return ema if ema else self.state_dict("model")
 
-    def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
-        """The tensors stored under ``prefix.`` (e.g. ``model`` or ``discriminator``)."""
+    @property
+    def modules(self) -> list[str]:
+        """The prefixes this checkpoint stored (``model``, ``discriminator``, ``loss.gan``...)."""
+        return [m for m in self.metadata.get("modules", "").split(",") if m]
+
+    def state_dict(self, prefix: str) -> dict[str, Any]:
+        """The state stored under ``prefix.`` (e.g. ``model`` or ``discriminator``), extra state included."""
         p = prefix + "."
-        return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
+        out = {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
+        out.update({k[len(p):]: v for k, v in self.extra_state.items() if k.startswith(p)})
+        return out
+
+    @property
+    def extra_state(self) -> dict[str, Any]:
+        text = self.metadata.get(EXTRA)
+        if not text:
+            return {}
+        tensors = {k: v for k, v in self.tensors.items() if k.startswith(EXTRA + ".")}
+        try:
+            return decode_state(tensors, text)
+        except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+            raise VqtkError(f"{self.path}: corrupt extra state ({type(exc).__name__}: {exc})") from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -122,15 +142,50 @@ def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: di
         os.fsync(f.fileno())
 
 
+def component_state(module: torch.nn.Module) -> dict[str, Any]:
+    """A component's own state: its buffers and declared extra state, not its parameters.
+
+    What a training-only component (a loss) carries from step to step (LeCam's
+    moving averages); its parameters, if any, are fixed weights such as LPIPS's
+    backbone, which the recipe rebuilds.
+    """
+    params = {name for name, _ in module.named_parameters()}
+    return {k: v for k, v in module.state_dict().items() if k not in params}
+
+
+def load_component_state(module: torch.nn.Module, state: dict[str, Any], where: str) -> None:
+    """Restore what :func:`component_state` saved, naming any mismatch."""
+    own = component_state(module)
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state)
+                   if torch.is_tensor(own[k]) and torch.is_tensor(state[k]) and own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise VqtkError(f"{where}: state does not match the component (missing {missing[:5]}, "
+                        f"unexpected {unexpected[:5]}, shape mismatch {wrong[:5]})")
+    module.load_state_dict(state, strict=False)
+
+
+def _split_extra(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors of a state dict, and the entries that are not tensors (``get_extra_state`` values)."""
+    tensors = {k: v for k, v in state.items() if torch.is_tensor(v)}
+    return tensors, {k: v for k, v in state.items() if not torch.is_tensor(v)}
+
+
 def save_checkpoint(
     root: Path,
     step: int,
-    modules: dict[str, torch.nn.Module],
+    modules: dict[str, torch.nn.Module | dict[str, Any]],
     metadata: dict[str, str],
     train_state: Any = None,
     keep: int = 2,
 ) -> Path:
-    """Write ``root/step_XXXXXX`` atomically, point ``root/last`` at it, keep the newest ``keep``."""
+    """Write ``root/step_XXXXXX`` atomically, point ``root/last`` at it, keep the newest ``keep``.
+
+    ``modules`` maps a prefix to a module (its whole ``state_dict``) or to a
+    ready state dict (e.g. :func:`component_state`). Extra state that is not a
+    tensor (``get_extra_state`` returning numbers, strings, lists, dicts of
+    tensors) is stored as JSON structure in the metadata, tensors beside the weights.
+    """
     root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:06d}"
     final = root / name
@@ -139,8 +194,13 @@ def save_checkpoint(
         shutil.rmtree(partial)
     partial.mkdir()
     try:
-        tensors = {f"{prefix}.{k}": v for prefix, m in modules.items() for k, v in m.state_dict().items()}
+        everything = {f"{prefix}.{k}": v for prefix, m in modules.items()
+                      for k, v in (m.state_dict() if isinstance(m, torch.nn.Module) else m).items()}
+        tensors, extra = _split_extra(everything)
         meta = {"format": FORMAT, "step": str(step), "modules": ",".join(modules), **metadata}
+        if extra:
+            extra_tensors, meta[EXTRA] = encode_state(extra, prefix=EXTRA)
+            tensors.update(extra_tensors)
         _save_safetensors(tensors, partial / MODEL_FILE, meta)
         if train_state is not None:
             state_tensors, skeleton = encode_state(train_state)

@@ -4,28 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from vqtk import __version__
 from vqtk.build import (
     build_data,
     build_discriminator,
     build_losses,
     build_vqgan,
     check_data_fits,
+    component_origins,
     probe_shapes,
 )
 from vqtk.errors import VqtkError
-from vqtk.interfaces import LossInputs
+from vqtk.interfaces import LossInputs, step_aware_parts
 from vqtk.recipe import dump_toml
 from vqtk.recipe.schema import Recipe
 from vqtk.registry import Registry, default_registry
-from vqtk.train.checkpoint import load_checkpoint, save_checkpoint
+from vqtk.train.checkpoint import component_state, load_checkpoint, load_component_state, save_checkpoint
 from vqtk.train.data_stream import BatchStream, StreamState
 from vqtk.interfaces import QuantizerOutput
 from vqtk.model import VQGAN, VQGANOutput
@@ -41,6 +40,7 @@ from vqtk.train.environment import (
 )
 from vqtk.train.images import plot_curves, save_grid
 from vqtk.train.loop import StopFlag, Throughput, checkpoint_and_interrupt, due, make_optimizer
+from vqtk.train.metadata import run_metadata
 from vqtk.train.metrics_log import MetricsLog, Progress
 from vqtk.train.schedule import learning_rate
 
@@ -90,10 +90,15 @@ class Stage1Trainer:
         # one image through every part before any training, on copies: a first forward may
         # initialise state (k-means codebooks, ActNorm) that must come from real batches
         with torch.random.fork_rng(devices=[]):
-            probe_shapes(copy.deepcopy(self.model), copy.deepcopy(self.disc), self.data.resolution)
-        self.adversarial = [e for e in self.losses if e.loss.adversarial]
-        if self.adversarial and self.disc is None:
-            raise VqtkError("model.discriminator: the recipe has an adversarial loss but no discriminator")
+            probe_shapes(copy.deepcopy(self.model), copy.deepcopy(self.disc), self.data.resolution,
+                         component_origins(recipe, self.registry))
+        # discriminator-side terms: adversarial losses first, so their logits are there to share
+        self.d_losses = sorted((e for e in self.losses if type(e.loss).terms()[1]),
+                               key=lambda e: not e.loss.adversarial)
+        if self.d_losses and self.disc is None:
+            names = ", ".join(f"loss.{e.name}" for e in self.d_losses)
+            raise VqtkError(f"model.discriminator: the recipe has losses that need a discriminator ({names}) "
+                            "but no [model.discriminator]")
         if self.disc is not None:
             self.disc.to(self.device)
         for e in self.losses:
@@ -118,6 +123,9 @@ class Stage1Trainer:
             for module in (self.model.encoder, self.model.decoder, self.disc):
                 if module is not None:
                     module.compile()
+        # every component that follows the training clock (the EMA copy's parts too)
+        self.step_parts = step_aware_parts(self.model, self.disc, *(e.loss for e in self.losses),
+                                           *([self.ema.module] if self.ema is not None else []))
         self.g_model, self.d_model = self.model, self.disc
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -153,15 +161,18 @@ class Stage1Trainer:
             mods["ema"] = self.ema
         return mods
 
+    def _loss_states(self) -> dict[str, dict]:
+        """The losses' own state (buffers, extra state) by checkpoint prefix; stateless losses left out."""
+        states = {f"loss.{e.name}": component_state(e.loss) for e in self.losses}
+        return {prefix: state for prefix, state in states.items() if state}
+
     @property
     def eval_model(self) -> VQGAN:
         """The weights evaluation and pictures use: the moving average when kept."""
         return self.ema.module if self.ema is not None else self.model
 
     def _metadata(self) -> dict[str, str]:
-        plugins = {p.name: p.version or "" for p in self.registry.plugins.values() if not p.error}
-        versions = {"vqtk": __version__, "torch": torch.__version__, "plugins": plugins}
-        return {"recipe": dump_toml(self.resolved), "versions": json.dumps(versions), "stage": "1"}
+        return run_metadata(self.recipe, self.resolved, self.registry, stage="1")
 
     def _train_state(self) -> dict[str, Any]:
         state = {
@@ -179,8 +190,8 @@ class Stage1Trainer:
         return state
 
     def save(self) -> Path:
-        path = save_checkpoint(self.out / "checkpoints", self.step, self._modules(), self._metadata(),
-                               self._train_state())
+        path = save_checkpoint(self.out / "checkpoints", self.step, {**self._modules(), **self._loss_states()},
+                               self._metadata(), self._train_state())
         log.debug("checkpoint %s", path)
         return path
 
@@ -192,6 +203,13 @@ class Stage1Trainer:
         ckpt = load_checkpoint(self.resume_path, with_train_state=True)
         for prefix, module in self._modules().items():
             load_state_strict(module, ckpt.state_dict(prefix), f"{ckpt.path} ({prefix})")
+        for entry in self.losses:
+            prefix = f"loss.{entry.name}"
+            if prefix in ckpt.modules:
+                load_component_state(entry.loss, ckpt.state_dict(prefix), f"{ckpt.path} ({prefix})")
+            elif component_state(entry.loss):
+                log.warning("%s: no saved state for loss.%s (a checkpoint from before vqtk 0.2); it starts fresh",
+                            ckpt.path, entry.name)
         st = ckpt.train_state
         self.opt_g.load_state_dict(st["opt_g"])
         if self.opt_d is not None:
@@ -228,6 +246,8 @@ class Stage1Trainer:
                 if inputs.reconstruction_loss is None:
                     inputs.reconstruction_loss = total
             term = entry.loss.generator_loss(inputs)
+            if term is None:  # a discriminator-side regulariser
+                continue
             total = total + entry.weight * term.value
             logs[f"loss/{entry.name}"] = term.value.detach()
             for k, v in term.logs.items():
@@ -256,6 +276,8 @@ class Stage1Trainer:
         """
         accum = len(batches)
         logs: dict[str, torch.Tensor] = {}
+        for part in self.step_parts:
+            part.on_step(self.step, self.cfg.steps)
         self.model.train()
         if self.disc is not None:
             self.disc.train()
@@ -303,34 +325,48 @@ class Stage1Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
 
-        if self.opt_d is not None and self.adversarial:
-            self.disc.requires_grad_(True)
-            self.opt_d.zero_grad(set_to_none=True)
-            for i, (x, rec, q) in enumerate(kept):
-                inputs = LossInputs(real=x, reconstruction=rec, quantizer=q, step=self.step,
-                                    discriminator=self.d_model)
-                with self._micro(self.d_model, i, accum):
-                    with autocast(self.device, self.cfg.precision):
-                        d_total = torch.zeros((), device=self.device)
-                        for entry in self.adversarial:
-                            term = entry.loss.discriminator_loss(inputs)
-                            if term is None:
-                                continue
-                            # the recipe weight scales the generator's adversarial term only (taming's
-                            # disc_weight); the discriminator minimises its own loss unweighted
-                            d_total = d_total + term.value
-                            for k, v in term.logs.items():
-                                key = f"{entry.name}/{k}"
-                                logs[key] = logs.get(key, 0) + v.detach().float() / accum
-                    if d_total.requires_grad:
-                        self.scaler_d.scale(d_total / accum).backward()
-            if self.cfg.disc_optimizer.grad_clip > 0:
-                self.scaler_d.unscale_(self.opt_d)
-                logs["grad_norm_d"] = torch.nn.utils.clip_grad_norm_(self.disc.parameters(),
-                                                                     self.cfg.disc_optimizer.grad_clip)
-            self.scaler_d.step(self.opt_d)
-            self.scaler_d.update()
+        if self.opt_d is not None and self.d_losses:
+            self._discriminator_step(kept, logs)
         return logs
+
+    def _discriminator_step(self, kept: list, logs: dict[str, torch.Tensor]) -> None:
+        """One optimizer step of the discriminator on the generator step's (detached) reconstructions.
+
+        All discriminator-side terms of a micro-batch share one :class:`LossInputs`, so the
+        discriminator runs once on the real and once on the fake images whoever reads the logits.
+        """
+        accum = len(kept)
+        real_grad = any(e.loss.needs_real_gradients for e in self.d_losses)
+        self.disc.requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        for i, (x, rec, q) in enumerate(kept):
+            inputs = LossInputs(real=x, reconstruction=rec, quantizer=q, step=self.step,
+                                discriminator=self.d_model, phase="discriminator", real_requires_grad=real_grad)
+            with self._micro(self.d_model, i, accum):
+                with autocast(self.device, self.cfg.precision):
+                    d_total = torch.zeros((), device=self.device)
+                    for entry in self.d_losses:
+                        term = entry.loss.discriminator_loss(inputs)
+                        if term is None:
+                            continue
+                        # an adversarial loss's recipe weight scales its generator term only (taming's
+                        # disc_weight): the discriminator minimises its own objective unweighted; a
+                        # regulariser's (LeCam) discriminator term is scaled by its recipe weight
+                        weight = 1.0 if entry.loss.adversarial else entry.weight
+                        d_total = d_total + weight * term.value
+                        scalars = {f"loss_d/{entry.name}": term.value,
+                                   **{f"{entry.name}/{k}": v for k, v in term.logs.items()}}
+                        for key, v in scalars.items():
+                            v = v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
+                            logs[key] = logs.get(key, 0) + v / accum
+                if d_total.requires_grad:
+                    self.scaler_d.scale(d_total / accum).backward()
+        if self.cfg.disc_optimizer.grad_clip > 0:
+            self.scaler_d.unscale_(self.opt_d)
+            logs["grad_norm_d"] = torch.nn.utils.clip_grad_norm_(self.disc.parameters(),
+                                                                 self.cfg.disc_optimizer.grad_clip)
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
 
     # -- evaluation and pictures --------------------------------------------------
 
@@ -357,7 +393,9 @@ class Stage1Trainer:
             inputs = LossInputs(real=x, reconstruction=rec, quantizer=out.quantizer, step=self.step)
             for entry in self.losses:
                 if not entry.loss.adversarial:
-                    part[f"eval/{entry.name}"] = entry.loss.generator_loss(inputs).value
+                    term = entry.loss.generator_loss(inputs)
+                    if term is not None:
+                        part[f"eval/{entry.name}"] = term.value
             part["eval/usage"] = out.quantizer.metrics["usage"]
             for k, v in part.items():
                 scores[k] = scores.get(k, 0.0) + float(v) * len(items) / n

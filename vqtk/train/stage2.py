@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -10,8 +9,7 @@ from typing import Optional
 
 import torch
 
-from vqtk import __version__
-from vqtk.build import build_component, build_data, check_data_fits
+from vqtk.build import build_data, build_prior, check_data_fits, prior_facts, provided_values
 from vqtk.errors import VqtkError
 from vqtk.interfaces import Prior, SamplingOptions
 from vqtk.model import VQGAN
@@ -24,6 +22,7 @@ from vqtk.train.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
 from vqtk.train.code_cache import cache_dir_for, cache_key, file_digest, load_or_encode
 from vqtk.train.environment import pick_device, rng_state, seed_everything, set_rng_state
 from vqtk.train.images import save_png, tile
+from vqtk.train.metadata import run_metadata
 from vqtk.train.metrics_log import MetricsLog, Progress
 from vqtk.train.loop import StopFlag, Throughput, checkpoint_and_interrupt, due, make_optimizer
 from vqtk.train.schedule import learning_rate
@@ -89,7 +88,10 @@ class Stage2Trainer:
         self.data = build_data(recipe, self.registry)
         check_data_fits(self.tokenizer, self.data.resolution, self.data.channels)
         self.grid = self.tokenizer.latent_grid(self.data.resolution, self.data.resolution)
-        self.prior = build_component(recipe.prior, "prior", self.registry)
+        self.prior = build_prior(recipe, self.tokenizer, self.data.resolution, self.registry)
+        # the stored recipe names what the tokenizer provided, so sampling needs no data source
+        facts = provided_values(recipe.prior, "prior", prior_facts(recipe, self.tokenizer, self.data.resolution))
+        self.resolved = {**resolved, "prior": {**resolved["prior"], **facts}}
         check_prior_fits(self.prior, self.tokenizer, self.grid, tok_recipe.model.quantizer.type)
         if self.prior.num_classes and not self.data.num_classes:
             raise VqtkError(f"prior.num_classes: {self.prior.num_classes} classes, but the data has no labels")
@@ -108,9 +110,7 @@ class Stage2Trainer:
         return {"prior": self.prior, "model": self.tokenizer}
 
     def save(self) -> Path:
-        versions = {"vqtk": __version__, "torch": torch.__version__,
-                    "plugins": {p.name: p.version or "" for p in self.registry.plugins.values() if not p.error}}
-        meta = {"recipe": dump_toml(self.resolved), "versions": json.dumps(versions), "stage": "2",
+        meta = {**run_metadata(self.recipe, self.resolved, self.registry, stage="2"),
                 "tokenizer": str(self.tokenizer_folder)}
         state = {"step": self.step, "opt": self.opt.state_dict(), "rng": rng_state(),
                  "stream": {"epoch": self.epoch, "position": self.position}}
