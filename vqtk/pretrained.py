@@ -104,7 +104,8 @@ def load_state_strict(module: torch.nn.Module, state: dict, where: str) -> None:
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    wrong = sorted(k for k in set(own) & set(state)
+                   if torch.is_tensor(own[k]) and torch.is_tensor(state[k]) and own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
         parts = []
         if wrong:

@@ -33,10 +33,14 @@ def _vqtk(args, site, tmp_path):
 def test_installed_plugin_is_discovered(installed_example, tmp_path):
     proc = _vqtk(["plugins"], installed_example, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "example 0.1.0  [entry point vqtk_example (vqtk-example)]" in proc.stdout
-    assert "loss: charbonnier" in proc.stdout
+    assert "example 0.2.0  [entry point vqtk_example (vqtk-example)]" in proc.stdout
+    assert "loss: charbonnier, drift" in proc.stdout
     proc = _vqtk(["list", "loss"], installed_example, tmp_path)
     assert "charbonnier" in proc.stdout and "example" in proc.stdout
+    proc = _vqtk(["describe", "loss", "drift"], installed_example, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "loss 'drift'  [plugin 'example' (pip distribution vqtk-example)]" in proc.stdout
+    assert "warmup_steps: int (default 0; >= 0)" in proc.stdout
 
 
 def test_plugin_component_works_in_a_recipe(installed_example, tmp_path):

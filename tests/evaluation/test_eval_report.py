@@ -230,7 +230,7 @@ def test_rfid_with_inception_weights_from_a_file(env, tmp_path):
 def test_lpips_uses_the_registered_loss_with_pretrained_backbones_only(builtins_registry, monkeypatch, tmp_path):
     import lpips
     from torchvision.models import squeezenet1_1
-    from vqtk_builtins.losses.builders import LPIPSConfig
+    LPIPSConfig = builtins_registry.get("loss", "lpips").config
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
 

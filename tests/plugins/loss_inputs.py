@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from vqtk.interfaces import LossInputs, QuantizerOutput
+from vqtk.interfaces import Loss, LossInputs, QuantizerOutput
 
 
 def quantizer_output(loss: torch.Tensor | None = None, **metrics) -> QuantizerOutput:
@@ -18,4 +18,12 @@ def quantizer_output(loss: torch.Tensor | None = None, **metrics) -> QuantizerOu
 
 
 def make_inputs(real, reconstruction, **kwargs) -> LossInputs:
+    """Generator-phase inputs (the default phase)."""
     return LossInputs(real=real, reconstruction=reconstruction, quantizer=quantizer_output(), **kwargs)
+
+
+def discriminator_inputs(real, reconstruction, *losses: Loss, **kwargs) -> LossInputs:
+    """Discriminator-phase inputs as the trainer makes them: real images are scored with grad
+    when one of ``losses`` declares ``needs_real_gradients`` (R1)."""
+    kwargs.setdefault("real_requires_grad", any(loss.needs_real_gradients for loss in losses))
+    return make_inputs(real, reconstruction, phase="discriminator", **kwargs)

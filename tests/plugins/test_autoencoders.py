@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
+import attrs
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,9 +22,10 @@ from vqtk_builtins.autoencoders import (
     ResnetBlock,
     TamingDecoder,
     TamingEncoder,
+    TamingLayout,
     Upsample,
 )
-from vqtk_builtins.autoencoders.builders import TamingDecoderConfig, TamingEncoderConfig
+from vqtk.registry.forwarding import forwards_arguments
 
 #: The tiny layout of most tests: levels at 16 and 8 pixels, attention at 8.
 TINY = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), z_channels=4, resolution=16)
@@ -263,10 +266,21 @@ def test_attention_keeps_the_input_layout():
 # -- configs and the registry --------------------------------------------------------------
 
 
-def test_f16_defaults_match_tamings_imagenet_model():
+@pytest.fixture
+def encoder_config(builtins_registry):
+    """The encoder's recipe config class, derived from TamingEncoder's signature."""
+    return builtins_registry.get("encoder", "taming").config
+
+
+@pytest.fixture
+def decoder_config(builtins_registry):
+    return builtins_registry.get("decoder", "taming").config
+
+
+def test_f16_defaults_match_tamings_imagenet_model(builtins_registry, encoder_config, decoder_config):
     with torch.device("meta"):
-        enc = TamingEncoder(**attrs_dict(TamingEncoderConfig()))
-        dec = TamingDecoder(**attrs_dict(TamingDecoderConfig()))
+        enc = builtins_registry.get("encoder", "taming").create(encoder_config())
+        dec = builtins_registry.get("decoder", "taming").create(decoder_config())
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(enc) == 29_298_176
     assert count(dec) == 42_449_795
@@ -278,19 +292,49 @@ def test_f16_defaults_match_tamings_imagenet_model():
     assert sum(len(level.attn) for level in enc.down) == 2
 
 
-def attrs_dict(config) -> dict:
-    import attrs
-
-    return attrs.asdict(config)
-
-
-def test_build_through_the_registry():
+def test_build_through_the_registry(encoder_config, decoder_config):
     reg = registry()
-    enc = reg.get("encoder", "taming").create(TamingEncoderConfig(**TINY))
-    dec = reg.get("decoder", "taming").create(TamingDecoderConfig(**TINY))
+    enc = reg.get("encoder", "taming").create(encoder_config(**TINY))
+    dec = reg.get("decoder", "taming").create(decoder_config(**TINY))
     assert isinstance(enc, TamingEncoder) and isinstance(dec, TamingDecoder)
     assert dec(enc(torch.randn(1, 3, 16, 16))).shape == (1, 3, 16, 16)
     assert list(enc.state_dict()) == ENCODER_KEYS
+
+
+def test_configs_are_the_signatures_with_the_layout_declared_once(encoder_config, decoder_config):
+    layout = list(inspect.signature(TamingLayout).parameters)
+    assert [f.name for f in attrs.fields(encoder_config)] == layout + ["in_channels"]
+    assert [f.name for f in attrs.fields(decoder_config)] == layout + ["out_channels"]
+    assert list(inspect.signature(TamingEncoder).parameters) == layout + ["in_channels"]
+    for name in layout:
+        enc, dec = attrs.fields_dict(encoder_config)[name], attrs.fields_dict(decoder_config)[name]
+        declared = inspect.signature(TamingLayout).parameters[name]
+        assert enc.default == dec.default == declared.default
+        assert enc.metadata["vqtk_doc"] == dec.metadata["vqtk_doc"] != ""
+    assert attrs.fields_dict(encoder_config)["in_channels"].metadata["vqtk_doc"] == "image channels."
+    with pytest.raises(TypeError, match="unexpected keyword argument 'chh'"):
+        TamingEncoder(chh=32)
+
+
+def test_forwards_arguments_refuses_signatures_it_cannot_merge():
+    def no_rest(self, *, ch: int = 1):
+        pass
+
+    def repeats(self, *, ch: int = 1, **rest):
+        pass
+
+    with pytest.raises(TypeError, match=r"needs a \*\*kwargs"):
+        forwards_arguments(TamingLayout)(no_rest)
+    with pytest.raises(TypeError, match="repeats ch"):
+        forwards_arguments(TamingLayout)(repeats)
+
+
+def test_every_field_has_a_doc(builtins_registry):
+    for kind in ("encoder", "decoder"):
+        spec = builtins_registry.get(kind, "taming")
+        assert spec.doc
+        for field in attrs.fields(spec.config):
+            assert field.metadata["vqtk_doc"].strip(), f"{kind} taming: {field.name} has no doc"
 
 
 def test_recipe_tables_structure_into_configs():
@@ -305,6 +349,10 @@ def test_recipe_tables_structure_into_configs():
         converter.structure({**table, "ch_mult": []}, EncoderRef)
     with pytest.raises(RecipeError, match=r"dropout: must be >= 0 and < 1, got 1\.0"):
         converter.structure({**table, "dropout": 1.0}, EncoderRef)
+    # the registered cross-field check: only the encoder normalises ch itself
+    with pytest.raises(RecipeError, match="but 16 is not"):
+        converter.structure({**table, "ch": 16, "ch_mult": [2, 4]}, EncoderRef)
+    assert converter.structure({**table, "ch": 16, "ch_mult": [2, 4]}, DecoderRef).config.ch == 16
 
 
 @pytest.mark.parametrize(
@@ -323,18 +371,18 @@ def test_recipe_tables_structure_into_configs():
         (dict(num_res_blocks=0), r"must be > 0, got 0"),
     ],
 )
-def test_encoder_config_validation(fields, message):
+def test_encoder_config_validation(encoder_config, fields, message):
     with pytest.raises(ValueError, match=message):
-        TamingEncoderConfig(**{**TINY, **fields})
+        encoder_config(**{**TINY, **fields})
 
 
-def test_decoder_config_validation():
+def test_decoder_config_validation(decoder_config):
     # the decoder never normalises ch itself, only ch * mult
-    assert TamingDecoderConfig(**{**TINY, "ch": 16, "ch_mult": (2, 4)}).ch == 16
+    assert decoder_config(**{**TINY, "ch": 16, "ch_mult": (2, 4)}).ch == 16
     with pytest.raises(ValueError, match="divisible by the 32 GroupNorm groups, but 48 is not"):
-        TamingDecoderConfig(**{**TINY, "ch": 16, "ch_mult": (3, 4)})
+        decoder_config(**{**TINY, "ch": 16, "ch_mult": (3, 4)})
     with pytest.raises(ValueError, match=r"must be >= 0 and < 1, got 1\.0"):
-        TamingDecoderConfig(**{**TINY, "dropout": 1.0})
+        decoder_config(**{**TINY, "dropout": 1.0})
 
 
 def test_modules_check_their_arguments_without_configs():

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import time
 
+import attrs
 import pytest
 import torch
 from data_images import photo_folder
@@ -16,7 +19,6 @@ from vqtk.recipe.converter import RecipeConverter
 from vqtk.recipe.schema import DataRef
 from vqtk.registry import Registry
 from vqtk_builtins.data import PHOTOS, ImageFolder, SamplePhotos
-from vqtk_builtins.data.builders import ImageFolderConfig, SamplePhotosConfig
 from vqtk_builtins.data.sample_photos import grid_position
 
 
@@ -163,17 +165,42 @@ def test_config_validation_messages(tmp_path):
     ]
     (line,) = problems({"type": "image_folder", "path": "x", "crop": "middle"})
     assert line == 'crop: expected one of "random", "center", got "middle"'
+    sample_photos_config = registry().get("data", "sample_photos").config
     with pytest.raises(ValueError, match="unknown photo"):
-        SamplePhotosConfig(eval_photos=["lena"])
+        sample_photos_config(eval_photos=["lena"])
+    with pytest.raises(ValueError, match="chelsea also in train_photos"):
+        sample_photos_config(train_photos=["chelsea"], eval_photos=["chelsea"])
 
 
 def test_build_through_registry(tmp_path):
     reg = registry()
     photo_folder(tmp_path, 4)
-    folder = reg.get("data", "image_folder").create(ImageFolderConfig(path=str(tmp_path), resolution=8))
+    image_folder = reg.get("data", "image_folder")
+    folder = image_folder.create(image_folder.config(path=str(tmp_path), resolution=8))
     assert isinstance(folder, ImageFolder) and folder.train_set()[0].shape == (3, 8, 8)
     ref = RecipeConverter(reg).structure({"type": "sample_photos", "resolution": 8, "eval_crops": 2}, DataRef)
     photos = reg.get("data", "sample_photos").create(ref.config)
     assert isinstance(photos, SamplePhotos) and photos.eval_set()[0].shape == (3, 8, 8)
     assert len(photos.train_set()) == 2048 and photos.scale == (0.15, 0.6)
     assert reg.get("data", "sample_photos").doc.startswith("Random crops of real photos")
+
+
+def test_configs_are_the_signatures_and_every_field_has_a_doc(builtins_registry):
+    for name, cls in (("image_folder", ImageFolder), ("sample_photos", SamplePhotos)):
+        spec = builtins_registry.get("data", name)
+        assert spec.target is cls and spec.doc
+        for field in attrs.fields(spec.config):
+            assert field.metadata["vqtk_doc"].strip(), f"data {name}: {field.name} has no doc"
+    photos = builtins_registry.get("data", "sample_photos").config()
+    assert (photos.resolution, photos.scale, photos.eval_photos) == (64, (0.15, 0.6), ("chelsea", "coffee"))
+
+
+def test_registering_imports_neither_scikit_image_nor_x_transformers():
+    code = (
+        "import sys, vqtk_builtins\n"
+        "from vqtk.registry import Registry\n"
+        "assert Registry().register_plugin(vqtk_builtins, 'b').error is None\n"
+        "print(sorted(m for m in ('skimage', 'x_transformers') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

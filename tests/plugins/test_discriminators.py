@@ -11,7 +11,6 @@ from vqtk.interfaces import Discriminator
 from vqtk.recipe.converter import RecipeConverter
 from vqtk.recipe.schema import DiscriminatorRef
 from vqtk_builtins.discriminators import ActNorm, PatchGANDiscriminator, StyleGANDiscriminator
-from vqtk_builtins.discriminators.builders import PatchGANConfig, StyleGANConfig
 from vqtk_builtins.discriminators.stylegan import MinibatchStd
 
 # taming-transformers' NLayerDiscriminator(input_nc=3, ndf=64, n_layers=3), use_actnorm=False
@@ -246,7 +245,13 @@ def test_minibatch_std_matches_a_hand_computation():
 # -- configs and registry ------------------------------------------------------
 
 
+def configs(registry):
+    """The recipe config classes the registry derived from the discriminators' signatures."""
+    return registry.get("discriminator", "patchgan").config, registry.get("discriminator", "stylegan").config
+
+
 def test_build_through_the_registry(builtins_registry):
+    PatchGANConfig, StyleGANConfig = configs(builtins_registry)  # noqa: N806 - classes
     patch = builtins_registry.get("discriminator", "patchgan").create(PatchGANConfig(ndf=8, norm="actnorm"))
     assert isinstance(patch, Discriminator) and isinstance(patch, PatchGANDiscriminator)
     assert isinstance(patch.main[3], ActNorm)
@@ -259,6 +264,7 @@ def test_build_through_the_registry(builtins_registry):
 
 
 def test_recipe_tables_are_validated(builtins_registry):
+    PatchGANConfig, _ = configs(builtins_registry)  # noqa: N806 - a class
     conv = RecipeConverter(builtins_registry)
     ref = conv.structure({"type": "patchgan", "ndf": 16, "norm": "group"}, DiscriminatorRef)
     assert ref.config == PatchGANConfig(ndf=16, norm="group")
@@ -273,6 +279,29 @@ def test_recipe_tables_are_validated(builtins_registry):
         conv.structure({"type": "patchgan", "ndf": "64"}, DiscriminatorRef)
 
 
-def test_stylegan_config_cross_field_check():
+def test_stylegan_config_cross_field_check(builtins_registry):
+    _, StyleGANConfig = configs(builtins_registry)  # noqa: N806 - a class
     with pytest.raises(ValueError, match=r"max_channels \(32\) must be >= channels \(64\)"):
         StyleGANConfig(channels=64, max_channels=32)
+    conv = RecipeConverter(builtins_registry)
+    with pytest.raises(RecipeError, match=r"max_channels \(32\) must be >= channels \(64\)"):
+        conv.structure({"type": "stylegan", "channels": 64, "max_channels": 32}, DiscriminatorRef)
+
+
+def test_configs_come_from_the_signatures(builtins_registry):
+    """Defaults, validators and docs of the recipe tables are the classes' own."""
+    import attrs
+
+    from vqtk.config import describe
+    from vqtk.registry.signature import field_doc
+
+    for name, cls in [("patchgan", PatchGANDiscriminator), ("stylegan", StyleGANDiscriminator)]:
+        fields = attrs.fields(builtins_registry.get("discriminator", name).config)
+        defaults = {f.name: f.default for f in fields}
+        assert defaults == cls.__init__.__kwdefaults__, name
+        assert all(field_doc(f) for f in fields), name  # every argument is documented
+    stylegan = attrs.fields_dict(builtins_registry.get("discriminator", "stylegan").config)
+    assert [*stylegan] == ["resolution", "in_channels", "channels", "max_channels", "mbstd",
+                           "mbstd_group_size", "blur"]  # fmt: skip
+    assert describe(stylegan["resolution"].validator) == "a power of two >= 8"
+    assert describe(stylegan["channels"].validator) == "> 0"

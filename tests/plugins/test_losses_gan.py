@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from loss_inputs import make_inputs
+from loss_inputs import discriminator_inputs, make_inputs
 from torch import nn
 
 from vqtk.errors import VqtkError
@@ -65,13 +65,13 @@ def test_objectives_on_hand_picked_logits(objective, d_expected, g_expected):
     assert discriminator_objective(objective, real, fake).item() == pytest.approx(d_expected)
     assert generator_objective(objective, fake).item() == pytest.approx(g_expected)
     loss = GANLoss(objective=objective, adaptive=False)
-    inputs = make_inputs(images_with_logits(*REAL), images_with_logits(*FAKE), discriminator=PixelLogits())
-    d_term = loss.discriminator_loss(inputs)
+    real, fake = images_with_logits(*REAL), images_with_logits(*FAKE)
+    d_term = loss.discriminator_loss(discriminator_inputs(real, fake, loss, discriminator=PixelLogits()))
     assert d_term.value.item() == pytest.approx(d_expected)
     assert d_term.logs["d_loss"].item() == pytest.approx(d_expected)
     assert d_term.logs["logits_real"].item() == pytest.approx(1.25)
     assert d_term.logs["logits_fake"].item() == pytest.approx(-0.25)
-    g_term = loss.generator_loss(inputs)
+    g_term = loss.generator_loss(make_inputs(real, fake, discriminator=PixelLogits()))
     assert g_term.value.item() == pytest.approx(g_expected)
     assert g_term.logs["g_loss"].item() == pytest.approx(g_expected)
     assert g_term.logs["adaptive_weight"].item() == 1.0 and g_term.logs["factor"].item() == 1.0
@@ -82,15 +82,15 @@ def test_start_step_zeroes_both_terms_before_it():
     disc = PatchGANDiscriminator(ndf=4, n_layers=1, norm="none")
     loss = GANLoss(start_step=5, adaptive=False)
     real, recon = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16, requires_grad=True)
-    before = make_inputs(real, recon, discriminator=disc, step=4)
-    g, d = loss.generator_loss(before), loss.discriminator_loss(before)
+    g = loss.generator_loss(make_inputs(real, recon, discriminator=disc, step=4))
+    d = loss.discriminator_loss(discriminator_inputs(real, recon, loss, discriminator=disc, step=4))
     assert g.value.item() == 0.0 and d.value.item() == 0.0
     assert g.logs["factor"].item() == 0.0 and d.logs["factor"].item() == 0.0
     (g.value + d.value).backward()  # a trainer may backprop unconditionally
     assert all(p.grad is None for p in disc.parameters())  # the discriminator was not even run
     assert recon.grad is None
-    after = make_inputs(real, recon, discriminator=disc, step=5)
-    g, d = loss.generator_loss(after), loss.discriminator_loss(after)
+    g = loss.generator_loss(make_inputs(real, recon, discriminator=disc, step=5))
+    d = loss.discriminator_loss(discriminator_inputs(real, recon, loss, discriminator=disc, step=5))
     assert g.value.abs().item() > 0 and d.value.item() > 0
     assert g.logs["factor"].item() == 1.0
 
@@ -171,8 +171,9 @@ def test_discriminator_loss_never_reaches_the_generator():
     for r1_gamma in (0.0, 1.0):
         gen.zero_grad(set_to_none=True)
         disc.zero_grad(set_to_none=True)
-        inputs = make_inputs(real, recon, discriminator=disc, step=0)
-        term = GANLoss(r1_gamma=r1_gamma).discriminator_loss(inputs)
+        loss = GANLoss(r1_gamma=r1_gamma)
+        # the discriminator phase scores the reconstruction detached, whatever the caller passed
+        term = loss.discriminator_loss(discriminator_inputs(real, recon, loss, discriminator=disc, step=0))
         term.value.backward()
         for name, p in gen.named_parameters():
             assert p.grad is None or not p.grad.any(), name
@@ -200,10 +201,13 @@ def test_r1_penalty_matches_a_hand_computation():
     torch.manual_seed(0)
     critic = LinearCritic()
     real, fake = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-    inputs = make_inputs(real, fake, discriminator=critic)
-    plain = GANLoss(r1_gamma=0.0).discriminator_loss(inputs)
+    plain_loss, loss = GANLoss(r1_gamma=0.0), GANLoss(r1_gamma=3.0)
+    assert not plain_loss.needs_real_gradients and loss.needs_real_gradients
+    plain = plain_loss.discriminator_loss(discriminator_inputs(real, fake, plain_loss, discriminator=critic))
     assert "r1_penalty" not in plain.logs
-    term = GANLoss(r1_gamma=3.0).discriminator_loss(inputs)
+    inputs = discriminator_inputs(real, fake, loss, discriminator=critic)
+    term = loss.discriminator_loss(inputs)
+    assert inputs.discriminator_logits(real=True).real_images.requires_grad  # the shared real images
     w_sq = critic.w.detach().square().sum().item()
     assert term.logs["r1_penalty"].item() == pytest.approx(w_sq, rel=1e-5)
     assert term.value.item() == pytest.approx(plain.value.item() + 1.5 * w_sq, rel=1e-5)
@@ -213,7 +217,10 @@ def test_r1_penalty_matches_a_hand_computation():
     torch.testing.assert_close(grad - plain_grad, 3.0 * critic.w.detach(), rtol=1e-4, atol=1e-5)
     assert not real.requires_grad  # the caller's tensor is untouched
     with torch.no_grad():  # evaluation: no penalty, no error
-        assert "r1_penalty" not in GANLoss(r1_gamma=3.0).discriminator_loss(inputs).logs
+        assert "r1_penalty" not in loss.discriminator_loss(discriminator_inputs(real, fake, discriminator=critic)).logs
+    # R1 with real images scored without grad is a wiring mistake, said as such
+    with pytest.raises(RuntimeError, match=r"r1_gamma > 0 needs the real images to require grad"):
+        loss.discriminator_loss(discriminator_inputs(real, fake, discriminator=critic, real_requires_grad=False))
 
 
 def test_gan_without_a_discriminator_says_so():
@@ -221,4 +228,4 @@ def test_gan_without_a_discriminator_says_so():
     with pytest.raises(VqtkError, match=r"loss gan: needs a discriminator; add a \[model.discriminator\]"):
         GANLoss().generator_loss(inputs)
     with pytest.raises(VqtkError, match="needs a discriminator"):
-        GANLoss().discriminator_loss(inputs)
+        GANLoss().discriminator_loss(discriminator_inputs(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)))

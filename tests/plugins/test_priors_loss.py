@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
+import attrs
 import pytest
 import torch
 from prior_patterns import GRID, TINY, K
@@ -15,8 +17,7 @@ from vqtk.recipe.converter import RecipeConverter
 from vqtk.recipe.schema import PriorRef
 from vqtk.registry import Registry
 from vqtk_builtins.priors import GPTPrior, MaskGITPrior, PriorInputError
-from vqtk_builtins.priors.builders import GPTConfig, MaskGITConfig, build_gpt, build_maskgit
-from vqtk_builtins.priors.conditioning import ClassTokens
+from vqtk_builtins.priors.conditioning import ClassTokens, ConditionalPrior
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -115,19 +116,28 @@ def test_label_dropout_replaces_labels_by_the_null_class_in_training_only():
 # -- configs and registry -------------------------------------------------------------------------
 
 
-def test_config_validation_messages():
+@pytest.fixture
+def configs(builtins_registry):
+    """The gpt and maskgit recipe config classes, derived from the priors' signatures."""
+    return builtins_registry.get("prior", "gpt").config, builtins_registry.get("prior", "maskgit").config
+
+
+def test_config_validation_messages(configs):
+    gpt_config, maskgit_config = configs
     with pytest.raises(ValueError, match=r"dim \(32\) must be divisible by heads \(3\)"):
-        GPTConfig(dim=32, heads=3)
+        gpt_config(dim=32, heads=3)
     with pytest.raises(ValueError, match="label_dropout > 0 needs num_classes > 0"):
-        MaskGITConfig(label_dropout=0.1)
+        maskgit_config(label_dropout=0.1)
     with pytest.raises(ValueError, match=r"must be >= 0 and < 1, got 1.0"):
-        GPTConfig(dropout=1.0)
+        gpt_config(dropout=1.0)
     with pytest.raises(ValueError, match=r"\[1\] must be > 0, got 0"):
-        GPTConfig(grid_size=(4, 0))
+        gpt_config(grid_size=(4, 0))
     with pytest.raises(ValueError, match=r"grid_size must be \(rows, columns\)"):
-        MaskGITConfig(grid_size=(4, 4, 4))
+        maskgit_config(grid_size=(4, 4, 4))
     with pytest.raises(ValueError, match=r"must be > 0, got 0"):
-        MaskGITConfig(steps=0)
+        maskgit_config(steps=0)
+    with pytest.raises(ValueError, match=r"must be > 0, got 0"):
+        gpt_config(codebook_size=0)
     with pytest.raises(ValueError, match="divisible by heads"):
         GPTPrior(codebook_size=8, grid_size=(4, 4), dim=30, heads=4)
 
@@ -143,19 +153,56 @@ def test_recipe_tables_are_checked_strictly(builtins_registry):
     assert any("schedule" in line for line in problems({"type": "maskgit", "schedule": "exp"}))
     assert any("grid_size" in line for line in problems({"type": "gpt", "grid_size": [4, 4, 4]}))
     assert any("heads" in line for line in problems({"type": "gpt", "dim": 32, "heads": 3}))
+    assert any("codebook_size: must be > 0" in line for line in problems({"type": "gpt", "codebook_size": 0}))
     ref = converter.structure({"type": "gpt", "codebook_size": 8, "grid_size": [4, 4], "dim": 32, "heads": 2, "depth": 1}, PriorRef)
     assert ref.config.grid_size == (4, 4)
 
 
-def test_build_through_the_registry():
+@pytest.mark.parametrize("name", ["gpt", "maskgit"])
+def test_tables_without_the_tokenizer_sizes_validate(builtins_registry, name):
+    """codebook_size and grid_size come from the tokenizer the prior models: a recipe may leave them out."""
+    table = {"type": name, "dim": 32, "heads": 2, "depth": 1, "num_classes": 2, "label_dropout": 0.1}
+    ref = RecipeConverter(builtins_registry).structure(table, PriorRef)
+    assert (ref.config.codebook_size, ref.config.grid_size) == (None, None)
+    fields = attrs.fields_dict(builtins_registry.get("prior", name).config)
+    for provided in ("codebook_size", "grid_size"):
+        assert fields[provided].default is None and fields[provided].metadata["vqtk_provided"]
+    # the cross-field checks still run without them
+    with pytest.raises(RecipeError, match=r"dim \(32\) must be divisible by heads \(3\)"):
+        RecipeConverter(builtins_registry).structure({**table, "heads": 3}, PriorRef)
+    # the assembler fills them in before building
+    spec = builtins_registry.get("prior", name)
+    prior = spec.create(attrs.evolve(ref.config, codebook_size=K, grid_size=GRID))
+    assert (prior.codebook_size, prior.grid_size, prior.num_classes) == (K, GRID, 2)
+
+
+def test_every_field_has_a_doc_and_shared_fields_are_declared_once(builtins_registry):
+    shared = list(inspect.signature(ConditionalPrior).parameters)
+    for name, cls, own in (("gpt", GPTPrior, ["rotary"]), ("maskgit", MaskGITPrior, ["steps", "schedule", "choice_temperature"])):
+        spec = builtins_registry.get("prior", name)
+        assert spec.target is cls and spec.doc
+        fields = attrs.fields(spec.config)
+        assert [f.name for f in fields] == shared + own
+        for field in fields:
+            assert field.metadata["vqtk_doc"].strip(), f"prior {name}: {field.name} has no doc"
+    assert attrs.fields_dict(builtins_registry.get("prior", "maskgit").config)["dim"].default == 512
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: 'grid_size'"):
+        GPTPrior(codebook_size=8)
+
+
+def test_build_through_the_registry(configs):
+    gpt_config, maskgit_config = configs
     registry = Registry()
     registry.register_plugin(vqtk_builtins, "builtins")
     assert {"gpt", "maskgit"} <= set(registry.names("prior"))
-    gpt = registry.get("prior", "gpt").create(GPTConfig(codebook_size=8, grid_size=(4, 4), dim=32, depth=1, heads=2, num_classes=2, label_dropout=0.1, rotary=False))
+    gpt = registry.get("prior", "gpt").create(gpt_config(codebook_size=8, grid_size=(4, 4), dim=32, depth=1, heads=2, num_classes=2, label_dropout=0.1, rotary=False))
     assert isinstance(gpt, GPTPrior) and isinstance(gpt, Prior)
     assert (gpt.codebook_size, gpt.grid_size, gpt.num_classes) == (8, (4, 4), 2)
-    maskgit = registry.get("prior", "maskgit").create(MaskGITConfig(codebook_size=8, grid_size=(4, 4), dim=32, depth=1, heads=2, steps=4))
+    maskgit = registry.get("prior", "maskgit").create(maskgit_config(codebook_size=8, grid_size=(4, 4), dim=32, depth=1, heads=2, steps=4))
     assert isinstance(maskgit, MaskGITPrior) and maskgit.steps == 4 and maskgit.mask_id == 8
+    # class tokens follow the codes (gpt) or the codes and the mask token (maskgit)
+    assert (gpt.classes.first_id, gpt.classes.null_id, maskgit.classes.first_id) == (8, 10, 9)
     assert registry.get("prior", "gpt").doc.startswith("autoregressive transformer")
-    assert build_gpt(GPTConfig(codebook_size=8, grid_size=(4, 4), dim=32, depth=1, heads=2)).sample(1).shape == (1, 4, 4)
-    assert build_maskgit(MaskGITConfig(codebook_size=8, grid_size=(4, 4), dim=32, depth=1, heads=2)).sample(1).shape == (1, 4, 4)
+    for name, config in (("gpt", gpt_config), ("maskgit", maskgit_config)):
+        prior = registry.get("prior", name).create(config(codebook_size=8, grid_size=(4, 4), dim=32, depth=1, heads=2))
+        assert prior.sample(1).shape == (1, 4, 4)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from quantizer_cases import BUILD, CASES, build, latents
+from quantizer_cases import CASES, build, create, latents
 from torch import nn
 
 from vqtk.errors import VqtkError
-from vqtk_builtins.quantizers import builders as qb
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -144,21 +143,22 @@ def test_forward_under_autocast_runs_in_float32():
 
 
 @pytest.mark.parametrize(
-    "name,config",
+    "name,options",
     [
-        ("ema_vq", qb.EMAVQConfig(dim=16, codebook_size=64, decay=0.8)),
-        ("factorized", qb.FactorizedConfig(dim=16, codebook_size=64, codebook_dim=8)),
-        ("fsq", qb.FSQConfig(levels=(4, 4, 4), dim=16)),
-        ("lfq", qb.LFQConfig(dim=16, codebook_size=64)),
-        ("simvq", qb.SimVQConfig(dim=16, codebook_size=64)),
-        ("residual", qb.ResidualConfig(dim=16, codebook_size=64, num_quantizers=2, decay=0.8)),
+        ("ema_vq", dict(dim=16, codebook_size=64, decay=0.8)),
+        ("factorized", dict(dim=16, codebook_size=64, codebook_dim=8)),
+        ("fsq", dict(levels=(4, 4, 4), dim=16)),
+        ("lfq", dict(dim=16, codebook_size=64)),
+        ("simvq", dict(dim=16, codebook_size=64)),
+        ("residual", dict(dim=16, codebook_size=64, num_quantizers=2, decay=0.8)),
+        ("gumbel", dict(dim=16, codebook_size=64, kl_weight=0.1)),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )
-def test_codebook_usage_stays_high_while_training(name, config):
+def test_codebook_usage_stays_high_while_training(name, options):
     torch.manual_seed(0)
     x = torch.randn(4, 16, 8, 8)  # 256 fixed vectors of dim 16
-    q = BUILD[name](config)
+    q = create(name, **options)
     enc, dec = nn.Conv2d(16, 16, 1), nn.Conv2d(16, 16, 1)
     opt = torch.optim.Adam([*q.parameters(), *enc.parameters(), *dec.parameters()], lr=1e-2)
     for _ in range(25):

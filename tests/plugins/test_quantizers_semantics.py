@@ -1,4 +1,5 @@
-"""Each built-in quantizer's own semantics against hand computations: vq, factorized, ema_vq, residual, fsq, lfq."""
+"""Each built-in quantizer's own semantics against hand computations: vq, factorized, ema_vq, residual, fsq, lfq
+(gumbel: test_quantizer_gumbel.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import pytest
 import torch
 from quantizer_cases import build, latents
 
-from vqtk_builtins.quantizers.ema_vq import EMAVectorQuantizer
+from vqtk_builtins.quantizers.ema_vq import EMAVectorQuantizer, ResidualVectorQuantizer
 from vqtk_builtins.quantizers.fsq import FiniteScalarQuantizer
 from vqtk_builtins.quantizers.lfq import LookupFreeQuantizer
-from vqtk_builtins.quantizers.residual import ResidualVectorQuantizer
 from vqtk_builtins.quantizers.vq import VectorQuantizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -137,6 +137,39 @@ def test_residual_quantized_is_the_sum_of_its_layers_codes():
     summed = sum(codebooks[i][idx[:, i]] for i in range(3))
     torch.testing.assert_close(out.quantized.permute(0, 2, 3, 1).reshape(-1, 4), summed)
     assert set(out.metrics) >= {"loss_q0", "loss_q1", "loss_q2"}
+
+
+def test_ema_vq_and_residual_are_one_class_whose_layers_keep_their_checkpoint_keys():
+    """``residual`` is ``ema_vq`` with 4 layers by default: one codebook keeps the ``vq.*`` keys of
+    ema_vq checkpoints, several the ``rvq.*`` keys of residual ones."""
+    single, layered = EMAVectorQuantizer(dim=4, codebook_size=8), ResidualVectorQuantizer(dim=4, codebook_size=8)
+    assert type(single) is type(layered) and layered.num_codebooks == 4
+    assert {k.split(".")[0] for k in single.state_dict()} == {"vq"}
+    assert {k.split(".")[0] for k in layered.state_dict()} == {"rvq"}
+    assert EMAVectorQuantizer(dim=4, codebook_size=8, num_quantizers=2)(torch.randn(1, 4, 2, 2)).indices.shape == (
+        1, 2, 2, 2)
+    # one residual layer is plain EMA VQ: (B, h, w) indices that lookup takes back
+    one = ResidualVectorQuantizer(dim=4, codebook_size=8, num_quantizers=1).eval()
+    out = one(torch.randn(1, 4, 2, 2))
+    assert out.indices.shape == (1, 2, 2)
+    torch.testing.assert_close(one.lookup(out.indices), out.quantized)
+
+
+def test_only_a_single_ema_codebook_offers_dead_code_restarts():
+    from vqtk.train.codebook_health import supports_restart
+
+    assert supports_restart(EMAVectorQuantizer(dim=4, codebook_size=8))
+    # residual layers' codes live in residual space: the health tracker warns instead of restarting them
+    assert not supports_restart(ResidualVectorQuantizer(dim=4, codebook_size=8, num_quantizers=2))
+
+
+def test_residual_with_cosine_codes_inverts_in_eval_mode():
+    torch.manual_seed(0)
+    q = ResidualVectorQuantizer(dim=4, codebook_size=8, num_quantizers=2, use_cosine_sim=True)
+    q(torch.randn(2, 4, 3, 3))
+    q.eval()
+    out = q(torch.randn(2, 4, 3, 3))
+    torch.testing.assert_close(q.lookup(out.indices), out.quantized, atol=1e-5, rtol=1e-5)
 
 
 def test_fsq_codebook_size_and_zero_loss():

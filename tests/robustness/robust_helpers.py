@@ -18,8 +18,8 @@ ERROR_LINE = re.compile(r"vqtk: error: \S[^\n]*?: \S.*")
 
 #: what a forked ``vqtk run`` child needs imported already (see :func:`cli_in_child`)
 PRELOAD = ["robust_helpers", "vqtk.cli", "vqtk.cli.run_cmd", "vqtk.train.stage1", "vqtk_builtins",
-           "vqtk_builtins.autoencoders.builders", "vqtk_builtins.quantizers.builders",
-           "vqtk_builtins.discriminators.builders", "vqtk_builtins.losses.builders",
+           "vqtk_builtins.autoencoders", "vqtk_builtins.quantizers",
+           "vqtk_builtins.discriminators", "vqtk_builtins.losses",
            "vqtk_builtins.data.sample_photos", "vector_quantize_pytorch"]
 
 

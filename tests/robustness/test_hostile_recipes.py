@@ -363,3 +363,24 @@ def test_subprocess_reports_bad_input_on_one_line(tmp_path):
         "vqtk: error: train.optimizer.lr: expected a finite number, got -inf",
     ]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["[" * 5000 + "]" * 5000, "{a = " * 3000 + "1" + "}" * 3000, "[" * 65 + "]" * 65])
+def test_deeply_nested_values_are_one_line_errors(tiny, cli, tmp_path, value):
+    """Python's TOML reader recurses once per level; thousands of levels must not crash it."""
+    recipe = tmp_path / "deep.toml"
+    recipe.write_text(tiny.read_text() + f"\n[model.encoder.extra]\nx = {value}\n")
+    result = cli("show", recipe)
+    assert_clean_failure(result)
+    assert result.errors == [f"{recipe}: values nested {value.count('[') or value.count('{')} levels deep; "
+                             "recipes may nest at most 64"]
+    override = cli("show", tiny, f"train.steps={value}")
+    assert_clean_failure(override)
+    assert override.errors == ["override train.steps: value nested more than 64 levels deep"]
+
+
+def test_nesting_at_the_limit_is_read(tiny, cli):
+    """64 levels pass the reader: the value then fails as any wrong value does, at its path."""
+    result = cli("show", tiny, "model.encoder.x=" + "[" * 63 + "1" + "]" * 63)
+    assert_clean_failure(result)
+    assert len(result.errors) == 1 and result.errors[0].startswith("model.encoder.x: unknown key"), result.errors

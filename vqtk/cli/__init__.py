@@ -34,13 +34,21 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from vqtk import __version__
-    from vqtk.cli import convert_cmd, eval_cmd, inspect_cmds, reconstruct_cmd, run_cmd, sample_cmd
+    from vqtk.cli import (
+        convert_cmd,
+        describe_cmd,
+        eval_cmd,
+        inspect_cmds,
+        reconstruct_cmd,
+        run_cmd,
+        sample_cmd,
+    )
 
     parser = _Parser(prog="vqtk", description="Train and use VQGAN image tokenizers from TOML recipes.")
     parser.add_argument("--version", action="version", version=f"vqtk {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (run_cmd, inspect_cmds, reconstruct_cmd, sample_cmd, eval_cmd, convert_cmd):
+    for module in (run_cmd, inspect_cmds, describe_cmd, reconstruct_cmd, sample_cmd, eval_cmd, convert_cmd):
         module.add_commands(sub)
     return parser
 

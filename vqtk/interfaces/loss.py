@@ -18,7 +18,7 @@ class DiscriminatorLogits:
     """The discriminator's logits on one batch, computed once per phase and shared by every loss.
 
     Attributes:
-        fake: one logit map per scale on ``fake_images``.
+        fake: one logit map per scale on ``fake_images`` (``None`` until a loss asks for them).
         fake_images: the reconstructions scored; in the generator phase gradients
             flow through them to the generator, in the discriminator phase they
             are detached.
@@ -27,8 +27,8 @@ class DiscriminatorLogits:
             phase when a loss declares ``needs_real_gradients`` (R1).
     """
 
-    fake: list[torch.Tensor]
-    fake_images: torch.Tensor
+    fake: Optional[list[torch.Tensor]] = None
+    fake_images: Optional[torch.Tensor] = None
     real: Optional[list[torch.Tensor]] = None
     real_images: Optional[torch.Tensor] = None
 
@@ -65,26 +65,31 @@ class LossInputs:
     real_requires_grad: bool = False
     _logits: Optional[DiscriminatorLogits] = attrs.field(default=None, init=False, repr=False)
 
-    def discriminator_logits(self, *, real: bool = False) -> DiscriminatorLogits:
-        """The discriminator's logits on this batch, run at most once per phase whoever asks.
+    def discriminator_logits(self, *, real: bool = False, fake: bool = True) -> DiscriminatorLogits:
+        """The discriminator's logits on this batch, each side computed at most once per phase.
 
-        ``fake`` is always there; ``real=True`` also scores the real images
-        (once). Losses that regularise the discriminator (LeCam) read the logits
-        the adversarial loss already caused, instead of running the
-        discriminator again (which would also update BatchNorm statistics twice).
+        ``fake=True`` (the default) scores the reconstructions, ``real=True``
+        the real images; what an earlier loss already caused is reused, so
+        losses that regularise the discriminator (LeCam) read the logits the
+        adversarial loss computed instead of running the discriminator again
+        (which would also update BatchNorm statistics twice).
         """
         if self.discriminator is None:
             raise ValueError("this recipe has no discriminator ([model.discriminator])")
         if self._logits is None:
-            fake = self.reconstruction.detach() if self.phase == "discriminator" else self.reconstruction
-            self._logits = DiscriminatorLogits(fake=logit_maps(self.discriminator(fake)), fake_images=fake)
-        if real and self._logits.real is None:
+            self._logits = DiscriminatorLogits()
+        logits = self._logits
+        if fake and logits.fake is None:
+            images = self.reconstruction.detach() if self.phase == "discriminator" else self.reconstruction
+            logits.fake = logit_maps(self.discriminator(images))
+            logits.fake_images = images
+        if real and logits.real is None:
             images = self.real.detach()
             if self.phase == "discriminator" and self.real_requires_grad and torch.is_grad_enabled():
                 images.requires_grad_(True)
-            self._logits.real = logit_maps(self.discriminator(images))
-            self._logits.real_images = images
-        return self._logits
+            logits.real = logit_maps(self.discriminator(images))
+            logits.real_images = images
+        return logits
 
 
 @attrs.define(eq=False)

@@ -1,5 +1,6 @@
 """The plugin registry: pluggy hooks, entry-point loading, and component lookup."""
 
+from vqtk.registry.forwarding import forwards_arguments
 from vqtk.registry.hookspecs import hookimpl, hookspec
 from vqtk.registry.registry import (
     ENTRY_POINT_GROUP,
@@ -15,6 +16,7 @@ __all__ = [
     "PluginRecord",
     "Registry",
     "default_registry",
+    "forwards_arguments",
     "hookimpl",
     "hookspec",
 ]

@@ -214,7 +214,7 @@ class Registry:
                 raise PluginError(f"{where}: give the component, or config= and build=, not both")
             if not callable(component):
                 raise PluginError(f"{where}: {component!r} is not a class or function")
-            config = config_from_signature(component, where=where, check=check,
+            config = config_from_signature(component, where=where, check=check, doc=doc,
                                            provided=KINDS[kind].provided_arguments)
             target = component
 

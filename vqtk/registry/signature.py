@@ -45,6 +45,24 @@ def _unwrap(target: Callable) -> Callable:
     return target
 
 
+def _no_arguments(self: Any) -> None:  # the signature of an __init__ that takes nothing
+    pass
+
+
+def _argumentless() -> tuple[Callable, ...]:
+    inits: list[Callable] = [object.__init__]
+    try:
+        import torch
+
+        inits.append(torch.nn.Module.__init__)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return tuple(inits)
+
+
+_ARGUMENTLESS = _argumentless()
+
+
 def _target_function(target: Callable) -> Callable:
     target = _unwrap(target)
     return target.__init__ if inspect.isclass(target) else target
@@ -85,6 +103,7 @@ def config_from_signature(
     where: str,
     check: Optional[Callable[[Any], None]] = None,
     provided: Iterable[str] = (),
+    doc: Optional[str] = None,
 ) -> type:
     """The attrs config class of ``target``'s keyword-only arguments (see the module doc).
 
@@ -93,6 +112,8 @@ def config_from_signature(
     unresolvable annotation.
     """
     fn = _target_function(target)
+    if inspect.isclass(_unwrap(target)) and fn in _ARGUMENTLESS:
+        fn = _no_arguments  # a class that keeps object's or nn.Module's __init__ takes no arguments
     try:
         # a functools.partial's keywords become the defaults (still settable by a recipe)
         signature = inspect.signature(target if isinstance(target, functools.partial) else fn)
@@ -128,7 +149,7 @@ def config_from_signature(
         fields[param.name] = attrs.field(**kwargs)
     # required fields first, as attrs needs for a plain __init__ (kw_only lifts this, but keep order readable)
     name = f"{getattr(_unwrap(target), '__name__', 'Component')}Config"
-    body: dict[str, Any] = {"__doc__": summary}
+    body: dict[str, Any] = {"__doc__": doc or summary}
     if check is not None:
         def __attrs_post_init__(self: Any) -> None:  # noqa: N807 - attrs hook
             check(self)

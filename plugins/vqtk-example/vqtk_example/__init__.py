@@ -1,12 +1,15 @@
-"""Example vqtk plugin: registers the ``charbonnier`` loss."""
+"""Example vqtk plugin: the ``charbonnier`` pixel loss and the ``drift`` discriminator regulariser."""
 
 from vqtk import hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 @hookimpl
 def vqtk_register_components(register):
-    from vqtk_example.builders import CharbonnierConfig, build_charbonnier
+    # a component's keyword-only signature is its recipe schema: registering the class is enough
+    from vqtk_example.charbonnier import CharbonnierLoss
+    from vqtk_example.drift import DriftPenalty
 
-    register("loss", "charbonnier", config=CharbonnierConfig, build=build_charbonnier)
+    register("loss", "charbonnier", CharbonnierLoss)
+    register("loss", "drift", DriftPenalty)

@@ -1,14 +1,21 @@
 """The Charbonnier loss: a differentiable, outlier-robust L1."""
 
+from typing import Annotated
+
 import torch
 
 from vqtk import Loss, LossInputs, LossTerm
+from vqtk.config import positive
 
 
 class CharbonnierLoss(Loss):
-    """Mean of ``sqrt((real - reconstruction)^2 + eps^2)``."""
+    """Charbonnier (smooth L1) pixel loss: mean of ``sqrt((real - reconstruction)^2 + eps^2)``.
 
-    def __init__(self, *, eps: float = 1e-3):
+    Args:
+        eps: smoothing; below it the loss behaves like L2, above it like L1.
+    """
+
+    def __init__(self, *, eps: Annotated[float, positive] = 1e-3):
         super().__init__()
         self.eps = eps
 

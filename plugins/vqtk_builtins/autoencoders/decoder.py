@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqtk.config import positive
 from vqtk.interfaces import Decoder
 
-from vqtk_builtins.autoencoders.architecture import check_architecture, level_resolutions
+from vqtk_builtins.autoencoders.architecture import TamingLayout, check_architecture
+from vqtk.registry.forwarding import forwards_arguments
 from vqtk_builtins.autoencoders.blocks import Normalize, conv3x3
 from vqtk_builtins.autoencoders.stages import Level, Middle
 
@@ -24,42 +26,36 @@ class TamingDecoder(Decoder):
     length is in ``attn_resolutions``) and a nearest x2 upsampling on every
     level but level 0; then GroupNorm, swish and ``conv_out``. ``up[i]`` is
     level ``i`` (taming builds them deepest-first and prepends), so parameter
-    names equal taming's and its ``decoder.*`` weights load directly.
+    names equal taming's and its ``decoder.*`` weights load directly. The
+    layout arguments (``ch``, ``ch_mult``, ...) are :class:`TamingLayout`'s.
+
+    Args:
+        out_channels: image channels.
     """
 
-    def __init__(
-        self,
-        *,
-        ch: int = 128,
-        ch_mult: Sequence[int] = (1, 1, 2, 2, 4),
-        num_res_blocks: int = 2,
-        attn_resolutions: Sequence[int] = (16,),
-        z_channels: int = 256,
-        resolution: int = 256,
-        out_channels: int = 3,
-        dropout: float = 0.0,
-    ):
+    @forwards_arguments(TamingLayout)
+    def __init__(self, *, out_channels: Annotated[int, positive] = 3, **layout: Any):
         super().__init__()
-        check_architecture(
-            ch=ch, ch_mult=ch_mult, attn_resolutions=attn_resolutions, resolution=resolution, include_base=False
-        )
-        self.in_channels = z_channels
-        self.z_channels = z_channels
+        arch = TamingLayout(**layout)
+        check_architecture(arch, include_base=False)
+        ch, ch_mult, dropout = arch.ch, arch.ch_mult, arch.dropout
+        self.in_channels = arch.z_channels
+        self.z_channels = arch.z_channels
         self.out_channels = out_channels
-        self.upsample_factor = 2 ** (len(ch_mult) - 1)
-        self.resolution = resolution
+        self.upsample_factor = arch.factor
+        self.resolution = arch.resolution
 
         block_in = ch * ch_mult[-1]
-        self.conv_in = conv3x3(z_channels, block_in)
+        self.conv_in = conv3x3(arch.z_channels, block_in)
         self.mid = Middle(channels=block_in, dropout=dropout)
-        sides = level_resolutions(resolution, len(ch_mult))
+        sides = arch.sides
         self.up = nn.ModuleList()
         for i in reversed(range(len(ch_mult))):  # deepest first, as taming creates them
             level = Level(
                 in_channels=block_in,
                 out_channels=ch * ch_mult[i],
-                num_blocks=num_res_blocks + 1,
-                attention=sides[i] in attn_resolutions,
+                num_blocks=arch.num_res_blocks + 1,
+                attention=sides[i] in arch.attn_resolutions,
                 dropout=dropout,
                 resample="up" if i != 0 else None,
             )

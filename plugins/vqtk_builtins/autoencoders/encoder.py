@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqtk.config import positive
 from vqtk.interfaces import Encoder
 
-from vqtk_builtins.autoencoders.architecture import check_architecture, level_resolutions
+from vqtk_builtins.autoencoders.architecture import TamingLayout, check_architecture
+from vqtk.registry.forwarding import forwards_arguments
 from vqtk_builtins.autoencoders.blocks import Normalize, conv3x3
 from vqtk_builtins.autoencoders.stages import Level, Middle
 
@@ -28,27 +30,23 @@ class TamingEncoder(Encoder):
 
     ``resolution`` is the image side the attention placement refers to; other
     image sizes divisible by ``f`` work too, with attention at the same levels.
+    The layout arguments (``ch``, ``ch_mult``, ...) are :class:`TamingLayout`'s.
+
+    Args:
+        in_channels: image channels.
     """
 
-    def __init__(
-        self,
-        *,
-        ch: int = 128,
-        ch_mult: Sequence[int] = (1, 1, 2, 2, 4),
-        num_res_blocks: int = 2,
-        attn_resolutions: Sequence[int] = (16,),
-        z_channels: int = 256,
-        resolution: int = 256,
-        in_channels: int = 3,
-        dropout: float = 0.0,
-    ):
+    @forwards_arguments(TamingLayout)
+    def __init__(self, *, in_channels: Annotated[int, positive] = 3, **layout: Any):
         super().__init__()
-        check_architecture(ch=ch, ch_mult=ch_mult, attn_resolutions=attn_resolutions, resolution=resolution)
+        arch = TamingLayout(**layout)
+        check_architecture(arch)
+        ch, ch_mult = arch.ch, arch.ch_mult
         self.in_channels = in_channels
-        self.out_channels = z_channels
-        self.z_channels = z_channels
-        self.downsample_factor = 2 ** (len(ch_mult) - 1)
-        self.resolution = resolution
+        self.out_channels = arch.z_channels
+        self.z_channels = arch.z_channels
+        self.downsample_factor = arch.factor
+        self.resolution = arch.resolution
 
         self.conv_in = conv3x3(in_channels, ch)
         widths = [ch] + [ch * m for m in ch_mult]  # input width of each level, then its output
@@ -57,16 +55,16 @@ class TamingEncoder(Encoder):
             Level(
                 in_channels=widths[i],
                 out_channels=widths[i + 1],
-                num_blocks=num_res_blocks,
-                attention=side in attn_resolutions,
-                dropout=dropout,
+                num_blocks=arch.num_res_blocks,
+                attention=side in arch.attn_resolutions,
+                dropout=arch.dropout,
                 resample="down" if i != last else None,
             )
-            for i, side in enumerate(level_resolutions(resolution, len(ch_mult)))
+            for i, side in enumerate(arch.sides)
         )
-        self.mid = Middle(channels=widths[-1], dropout=dropout)
+        self.mid = Middle(channels=widths[-1], dropout=arch.dropout)
         self.norm_out = Normalize(widths[-1])
-        self.conv_out = conv3x3(widths[-1], z_channels)
+        self.conv_out = conv3x3(widths[-1], arch.z_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``(B, in_channels, H, W)`` to latents ``(B, z_channels, H/f, W/f)``."""

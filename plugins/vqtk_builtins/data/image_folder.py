@@ -6,11 +6,12 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Annotated, Iterable, Literal, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
+from vqtk.config import each, in_range, non_empty, positive
 from vqtk.errors import VqtkError
 from vqtk.interfaces import DataSource
 from vqtk_builtins.data.transforms import (
@@ -162,22 +163,36 @@ class ImageFolder(DataSource):
     separate ``eval_path``; it always uses a centre crop and no flips. With
     ``class_labels`` each immediate subfolder is a class (sorted names give
     labels 0, 1, ...) and items are ``(image, label)``.
+
+    Args:
+        path: folder to read images from (searched recursively unless recursive = false).
+        resolution: side of the square images the model sees.
+        crop: training crop; evaluation always uses a centre crop.
+        resize: scale the shorter side to `resolution` first (bicubic); false crops at native size.
+        hflip: random left-right flips while training.
+        extensions: file extensions to include (case-insensitive).
+        recursive: search subfolders of `path` (and of `eval_path`) too; false reads only the
+            folder itself.
+        eval_fraction: share of the files held out for evaluation, chosen by a hash of each path.
+        eval_path: a separate folder of evaluation images (then every file under `path` trains).
+        class_labels: one subfolder per class: sorted subfolder names give labels 0, 1, ...
+        max_pixels: images with more pixels are skipped as possible decompression bombs.
     """
 
     def __init__(
         self,
         *,
-        path: str,
-        resolution: int = 256,
-        crop: str = "random",
+        path: Annotated[str, non_empty],
+        resolution: Annotated[int, positive] = 256,
+        crop: Literal["random", "center"] = "random",
         resize: bool = True,
         hflip: bool = True,
-        extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+        extensions: Annotated[tuple[str, ...], non_empty, each(non_empty)] = DEFAULT_EXTENSIONS,
         recursive: bool = True,
-        eval_fraction: float = 0.02,
-        eval_path: Optional[str] = None,
+        eval_fraction: Annotated[float, in_range(0.0, 0.5)] = 0.02,
+        eval_path: Annotated[Optional[str], non_empty] = None,
         class_labels: bool = False,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_pixels: Annotated[int, positive] = DEFAULT_MAX_PIXELS,
     ):
         if crop not in ("random", "center"):
             raise ValueError(f'crop must be "random" or "center", got {crop!r}')

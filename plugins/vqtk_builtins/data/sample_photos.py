@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from typing import Annotated, Any, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
+from vqtk.config import constraint, each, non_empty, positive
 from vqtk.errors import VqtkError
 from vqtk.interfaces import DataSource
 from vqtk_builtins.data.transforms import halve, resize_tensor
@@ -38,8 +39,39 @@ PHOTOS: dict[str, str] = {
     "gravel": "512x512 grayscale, a gravel texture",
 }
 
-DEFAULT_TRAIN = ["astronaut", "rocket", "stereo_motorcycle", "hubble_deep_field", "immunohistochemistry", "retina"]
-DEFAULT_EVAL = ["chelsea", "coffee"]
+DEFAULT_TRAIN = ("astronaut", "rocket", "stereo_motorcycle", "hubble_deep_field", "immunohistochemistry", "retina")
+DEFAULT_EVAL = ("chelsea", "coffee")
+
+
+# -- recipe validators (messages without the field name: the recipe loader adds its path) --
+
+
+@constraint("a name in PHOTOS")
+def known_photo(_inst: Any, _attr: Any, value: str) -> None:
+    """Validator: a name in :data:`PHOTOS`."""
+    if value not in PHOTOS:
+        raise ValueError(f'unknown photo "{value}"; valid names: {", ".join(PHOTOS)}')
+
+
+@constraint("none in train_photos")
+def held_out(inst: Any, _attr: Any, value: Sequence[str]) -> None:
+    """Validator of ``eval_photos``: none of them in ``train_photos``.
+
+    A field validator rather than a cross-field ``check``: validators run once
+    every field is set (``inst`` holds the table's values), and the recipe
+    loader reports the problem at this field's path (``data.eval_photos``).
+    """
+    shared = [name for name in value if name in inst.train_photos]
+    if shared:
+        raise ValueError(f"{', '.join(shared)} also in train_photos (held-out photos must not be trained on)")
+
+
+@constraint("0 < low <= high <= 1")
+def scale_range(_inst: Any, _attr: Any, value: tuple[float, float]) -> None:
+    """Validator: ``(low, high)`` with ``0 < low <= high <= 1``."""
+    lo, hi = value
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"need 0 < low <= high <= 1, got ({lo}, {hi})")
 
 
 @functools.lru_cache(maxsize=None)
@@ -175,18 +207,27 @@ class SamplePhotos(DataSource):
     ``samples_per_epoch``; each item is a square crop whose side is a random
     fraction (``scale``) of the photo's shorter side, resized to ``resolution``.
     Eval items are ``eval_crops`` crops per held-out photo at the middle scale.
+
+    Args:
+        resolution: side of the square crops.
+        train_photos: photos to train on (see PHOTOS in vqtk_builtins.data.sample_photos).
+        eval_photos: held-out photos for evaluation; must not overlap train_photos.
+        samples_per_epoch: virtual length of the training set.
+        scale: side of a random crop as a fraction of the photo's shorter side (low, high).
+        hflip: random left-right flips of the training crops.
+        eval_crops: fixed crops per eval photo, on a grid at the middle of `scale`.
     """
 
     def __init__(
         self,
         *,
-        resolution: int = 64,
-        train_photos: Sequence[str] = tuple(DEFAULT_TRAIN),
-        eval_photos: Sequence[str] = tuple(DEFAULT_EVAL),
-        samples_per_epoch: int = 2048,
-        scale: tuple[float, float] = (0.15, 0.6),
+        resolution: Annotated[int, positive] = 64,
+        train_photos: Annotated[tuple[str, ...], non_empty, each(known_photo)] = DEFAULT_TRAIN,
+        eval_photos: Annotated[tuple[str, ...], each(known_photo), held_out] = DEFAULT_EVAL,
+        samples_per_epoch: Annotated[int, positive] = 2048,
+        scale: Annotated[tuple[float, float], scale_range] = (0.15, 0.6),
         hflip: bool = True,
-        eval_crops: int = 8,
+        eval_crops: Annotated[int, positive] = 8,
     ):
         if not train_photos:
             raise VqtkError("data.train_photos: must not be empty")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
+from vqtk.config import positive
 from vqtk.errors import VqtkError
 from vqtk.interfaces import Discriminator
 
@@ -52,9 +53,22 @@ class PatchGANDiscriminator(Discriminator):
     Module indices inside ``main`` match taming-transformers, so its
     ``loss.discriminator.*`` weights load after stripping that prefix (with
     ``norm = "batch"``, or ``"actnorm"`` for taming's ``use_actnorm``).
+
+    Args:
+        in_channels: channels of the images it scores
+        ndf: channels of the first convolution (doubled per layer, at most 8x)
+        n_layers: stride-2 convolutions; 3 gives 70x70 receptive fields (images need >= 3 * 2**n_layers pixels)
+        norm: normalisation after inner convolutions; "actnorm" initialises from the first batch
     """
 
-    def __init__(self, *, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: Norm = "batch"):
+    def __init__(
+        self,
+        *,
+        in_channels: Annotated[int, positive] = 3,
+        ndf: Annotated[int, positive] = 64,
+        n_layers: Annotated[int, positive] = 3,
+        norm: Norm = "batch",
+    ):
         super().__init__()
         self.in_channels = in_channels
         self.n_layers = n_layers

@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqtk.config import constraint, positive
 from vqtk.errors import VqtkError
 from vqtk.interfaces import Discriminator
+
+
+@constraint("a power of two >= 8")
+def power_of_two_at_least_8(_inst, _attr, value: int) -> None:
+    """An image side the residual blocks can halve down to 4x4."""
+    if value < 8 or value & (value - 1):
+        raise ValueError(f"must be a power of two >= 8, got {value!r}")
+
+
+def check_stylegan(config) -> None:
+    """Cross-field check of a ``stylegan`` recipe table."""
+    if config.max_channels < config.channels:
+        raise ValueError(f"max_channels ({config.max_channels}) must be >= channels ({config.channels})")
 
 
 class Blur(nn.Module):
@@ -111,22 +126,33 @@ class StyleGANDiscriminator(Discriminator):
     images of the ``resolution`` it was built for. Plain PyTorch layers with
     He initialisation (no equalised learning rate or fused ops), to stay small
     and portable.
+
+    Args:
+        resolution: side of the (square) images it scores; must equal the data resolution
+        in_channels: channels of the images it scores
+        channels: channels at full resolution, doubled at each downsampling
+        max_channels: cap on the channels of any layer
+        mbstd: append the minibatch standard deviation channel before the head
+        mbstd_group_size: samples per minibatch standard deviation group (gcd with the batch size)
+        blur: low-pass filter before each stride-2 convolution
     """
 
     def __init__(
         self,
         *,
-        in_channels: int = 3,
-        resolution: int = 256,
-        channels: int = 64,
-        max_channels: int = 512,
+        resolution: Annotated[int, power_of_two_at_least_8] = 256,
+        in_channels: Annotated[int, positive] = 3,
+        channels: Annotated[int, positive] = 64,
+        max_channels: Annotated[int, positive] = 512,
         mbstd: bool = True,
-        mbstd_group_size: int = 4,
+        mbstd_group_size: Annotated[int, positive] = 4,
         blur: bool = True,
     ):
         super().__init__()
-        if resolution < 8 or resolution & (resolution - 1):
-            raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
+        try:
+            power_of_two_at_least_8(None, None, resolution)
+        except ValueError as exc:
+            raise ValueError(f"resolution {exc}") from None
         self.in_channels = in_channels
         self.resolution = resolution
         num_blocks = int(math.log2(resolution)) - 2

@@ -1,15 +1,16 @@
-"""Adversarial loss: generator and discriminator objectives, taming's adaptive weight, R1."""
+"""Adversarial loss: generator and discriminator objectives per scale, taming's adaptive weight, R1."""
 
 from __future__ import annotations
 
 import logging
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
+from vqtk.config import each, non_empty, non_negative, positive
 from vqtk.errors import VqtkError
-from vqtk.interfaces import Discriminator, Loss, LossInputs, LossTerm
+from vqtk.interfaces import DiscriminatorLogits, Loss, LossInputs, LossTerm
 
 logger = logging.getLogger("vqtk")
 
@@ -60,10 +61,65 @@ def adaptive_weight(
     return weight.clamp(0.0, max_weight).detach()
 
 
-def r1_penalty(logits_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """R1 (Mescheder et al. 2018): ``mean_b ||dD(x_b)/dx_b||^2`` on real images (kept in the graph)."""
-    (grad,) = torch.autograd.grad(logits_real.sum(), real, create_graph=True)
+def r1_penalty(logits_real: Union[torch.Tensor, Sequence[torch.Tensor]], real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): ``mean_b ||dD(x_b)/dx_b||^2`` on real images (kept in the graph).
+
+    ``logits_real`` is one logit map or one per scale; a multi-scale
+    discriminator's logits are summed over scales, so the penalty is on the
+    gradient of the whole critic.
+    """
+    maps = [logits_real] if torch.is_tensor(logits_real) else list(logits_real)
+    total = maps[0].sum()
+    for logits in maps[1:]:
+        total = total + logits.sum()
+    (grad,) = torch.autograd.grad(total, real, create_graph=True)
     return grad.float().square().flatten(1).sum(dim=1).mean()
+
+
+class ScaleCountError(VqtkError, ValueError):
+    """``scale_weights`` does not have one weight per logit map of the discriminator."""
+
+
+def combine_scales(terms: Sequence[torch.Tensor], weights: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """``sum_i weights[i] * terms[i]``; ``None`` weighs every scale ``1 / len(terms)`` (their mean).
+
+    A single term with ``weights = None`` comes back as it is (times 1.0).
+    Raises :class:`ScaleCountError` (a ``ValueError``) when the counts differ.
+    """
+    if weights is None:
+        weights = (1.0 / len(terms),) * len(terms)
+    elif len(weights) != len(terms):
+        raise ScaleCountError(
+            f"loss gan: scale_weights has {len(weights)} weight{'s' if len(weights) != 1 else ''} but the "
+            f"discriminator returned {len(terms)} logit map{'s' if len(terms) != 1 else ''} (one per scale); "
+            f"give {len(terms)} weights or leave scale_weights out to average the scales"
+        )
+    total = weights[0] * terms[0]
+    for weight, term in zip(weights[1:], terms[1:]):
+        total = total + weight * term
+    return total
+
+
+def mean_logit(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The mean logit of each map, averaged over maps (for logs)."""
+    return torch.stack([m.detach().float().mean() for m in maps]).mean()
+
+
+def shared_logits(inputs: LossInputs, loss: str, *, real: bool = False) -> DiscriminatorLogits:
+    """The phase's shared discriminator logits (:meth:`LossInputs.discriminator_logits`) for loss ``loss``.
+
+    Raises :class:`VqtkError` when the recipe has no discriminator, or when it
+    returned a different number of maps for the real images than for the fakes.
+    """
+    if inputs.discriminator is None:
+        raise VqtkError(f"loss {loss}: needs a discriminator; add a [model.discriminator] table to the recipe")
+    logits = inputs.discriminator_logits(real=real)
+    if real and len(logits.real) != len(logits.fake):
+        raise VqtkError(
+            f"loss {loss}: the discriminator returned {len(logits.real)} logit maps for real images "
+            f"but {len(logits.fake)} for reconstructions"
+        )
+    return logits
 
 
 class GANLoss(Loss):
@@ -76,6 +132,26 @@ class GANLoss(Loss):
     g_loss`` (the recipe weight plays taming's ``disc_weight``) and the
     discriminator term is the chosen objective plus ``r1_gamma / 2`` times the
     R1 penalty.
+
+    The logits come from :meth:`LossInputs.discriminator_logits`, shared with
+    every other loss of the phase (the discriminator runs once per phase). A
+    multi-scale discriminator returns one logit map per scale: the objective
+    is computed on each map and the per-scale terms are combined with
+    ``scale_weights`` (their mean by default, so a single-scale discriminator
+    gives the plain objective), and logged as ``g_loss/scaleI`` /
+    ``d_loss/scaleI``. The adaptive weight balances the combined term.
+
+    Args:
+        objective: hinge and vanilla train the generator on -mean(D(fake)) (taming);
+            non_saturating on softplus(-D(fake))
+        start_step: both terms are zero before this step (taming's disc_start)
+        adaptive: scale the generator term by ||grad nll|| / ||grad g_loss|| at the decoder's last layer
+        max_adaptive_weight: upper clamp of the adaptive weight
+        r1_gamma: R1 gradient penalty weight on real images (0 disables); the term is
+            r1_gamma / 2 * E||dD/dx||^2, summed over a multi-scale discriminator's scales
+        scale_weights: for a multi-scale discriminator, the weight of each scale's objective
+            (one per logit map, finest first; the terms are summed with these weights);
+            default: the mean over scales
     """
 
     adversarial = True
@@ -84,10 +160,11 @@ class GANLoss(Loss):
         self,
         *,
         objective: Objective = "hinge",
-        start_step: int = 0,
+        start_step: Annotated[int, non_negative] = 0,
         adaptive: bool = True,
-        max_adaptive_weight: float = 1e4,
-        r1_gamma: float = 0.0,
+        max_adaptive_weight: Annotated[float, positive] = 1e4,
+        r1_gamma: Annotated[float, non_negative] = 0.0,
+        scale_weights: Annotated[Optional[tuple[float, ...]], non_empty, each(non_negative)] = None,
     ):
         super().__init__()
         self.objective = objective
@@ -95,6 +172,9 @@ class GANLoss(Loss):
         self.adaptive = adaptive
         self.max_adaptive_weight = max_adaptive_weight
         self.r1_gamma = r1_gamma
+        self.scale_weights = None if scale_weights is None else tuple(float(w) for w in scale_weights)
+        #: the trainer scores real images that require grad in the discriminator phase (R1)
+        self.needs_real_gradients = r1_gamma > 0
         self._reported: set[str] = set()
 
     def factor(self, step: int) -> float:
@@ -105,13 +185,6 @@ class GANLoss(Loss):
         if reason not in self._reported:
             self._reported.add(reason)
             logger.log(level, "loss gan: adaptive weight set to 0 because %s", reason)
-
-    def _discriminator(self, inputs: LossInputs) -> Discriminator:
-        if inputs.discriminator is None:
-            raise VqtkError(
-                "loss gan: needs a discriminator; add a [model.discriminator] table to the recipe"
-            )
-        return inputs.discriminator
 
     @staticmethod
     def _zero(inputs: LossInputs) -> torch.Tensor:
@@ -141,13 +214,14 @@ class GANLoss(Loss):
         return weight
 
     def generator_loss(self, inputs: LossInputs) -> LossTerm:
-        """``adaptive_weight * factor * g_loss`` on ``D(reconstruction)``; logs its three parts."""
+        """``adaptive_weight * factor * g_loss`` on the shared ``D(reconstruction)``; logs its parts."""
         factor = self.factor(inputs.step)
         if factor == 0.0:
             zero = torch.zeros((), device=inputs.real.device)
             return LossTerm(value=self._zero(inputs), logs={"factor": zero, "adaptive_weight": zero})
-        logits_fake = self._discriminator(inputs)(inputs.reconstruction)
-        g_loss = generator_objective(self.objective, logits_fake)
+        fake = shared_logits(inputs, "gan").fake
+        per_scale = [generator_objective(self.objective, logits) for logits in fake]
+        g_loss = combine_scales(per_scale, self.scale_weights)
         weight = self._adaptive_weight(inputs, g_loss)
         value = weight * factor * g_loss
         logs = {
@@ -155,37 +229,52 @@ class GANLoss(Loss):
             "adaptive_weight": weight.detach(),
             "factor": torch.tensor(factor, device=g_loss.device),
         }
+        if len(per_scale) > 1:
+            logs.update({f"g_loss/scale{i}": term.detach() for i, term in enumerate(per_scale)})
         return LossTerm(value=value, logs=logs)
 
     def discriminator_loss(self, inputs: LossInputs) -> LossTerm:
-        """``factor * objective(D(real), D(reconstruction.detach()))`` (+ R1); logs d_loss and mean logits."""
+        """``factor * objective(D(real), D(fake))`` (+ R1) on the shared logits; logs d_loss and mean logits.
+
+        The fake images are the phase's: in the discriminator phase
+        :class:`LossInputs` scores the detached reconstruction, so this term
+        never reaches the generator.
+        """
         factor = self.factor(inputs.step)
         if factor == 0.0:
             zero = torch.zeros((), device=inputs.real.device)
             return LossTerm(value=self._zero(inputs), logs={"factor": zero})
-        disc = self._discriminator(inputs)
-        real = inputs.real.detach()
-        fake = inputs.reconstruction.detach()  # never let this term reach the generator
-        use_r1 = self.r1_gamma > 0 and torch.is_grad_enabled()
-        if use_r1:
-            real.requires_grad_(True)
-        logits_real = disc(real)
-        logits_fake = disc(fake)
-        d_loss = discriminator_objective(self.objective, logits_real, logits_fake)
+        logits = shared_logits(inputs, "gan", real=True)
+        per_scale = [
+            discriminator_objective(self.objective, real, fake) for real, fake in zip(logits.real, logits.fake)
+        ]
+        d_loss = combine_scales(per_scale, self.scale_weights)
         value = factor * d_loss
         logs = {
             "d_loss": d_loss.detach(),
-            "logits_real": logits_real.detach().float().mean(),
-            "logits_fake": logits_fake.detach().float().mean(),
+            "logits_real": mean_logit(logits.real),
+            "logits_fake": mean_logit(logits.fake),
         }
-        if use_r1:
-            penalty = r1_penalty(logits_real, real)
+        if len(per_scale) > 1:
+            for i, (term, real, fake) in enumerate(zip(per_scale, logits.real, logits.fake)):
+                logs[f"d_loss/scale{i}"] = term.detach()
+                logs[f"logits_real/scale{i}"] = real.detach().float().mean()
+                logs[f"logits_fake/scale{i}"] = fake.detach().float().mean()
+        if self.r1_gamma > 0 and torch.is_grad_enabled():
+            if not logits.real_images.requires_grad:
+                raise RuntimeError(
+                    "loss gan: r1_gamma > 0 needs the real images to require grad: score them in the "
+                    "discriminator phase with LossInputs(phase='discriminator', real_requires_grad=True) "
+                    "(the trainer does so for losses whose needs_real_gradients is true)"
+                )
+            penalty = r1_penalty(logits.real, logits.real_images)
             value = value + 0.5 * self.r1_gamma * penalty
             logs["r1_penalty"] = penalty.detach()
         return LossTerm(value=value, logs=logs)
 
     def extra_repr(self) -> str:
+        weights = f", scale_weights={self.scale_weights}" if self.scale_weights is not None else ""
         return (
             f"objective={self.objective!r}, start_step={self.start_step}, adaptive={self.adaptive}, "
-            f"r1_gamma={self.r1_gamma}"
+            f"r1_gamma={self.r1_gamma}{weights}"
         )

@@ -13,6 +13,14 @@ from vqtk.interfaces import Loss, LossInputs, LossTerm
 from vqtk_builtins.losses.lpips_weights import Net, build_lpips_network
 
 
+def check_lpips(config) -> None:
+    """Cross-field check of an ``lpips`` recipe table."""
+    if config.backbone_weights is not None and not config.pretrained_backbone:
+        raise ValueError("backbone_weights is set but pretrained_backbone = false; drop one of them")
+    if config.backbone_weights is not None and not config.backbone_weights.strip():
+        raise ValueError("backbone_weights must be a file path, got an empty string")
+
+
 class LPIPSLoss(Loss):
     """Mean LPIPS distance between ``inputs.real`` and ``inputs.reconstruction`` (both in ``[-1, 1]``).
 
@@ -22,6 +30,13 @@ class LPIPSLoss(Loss):
     stay out of ``parameters()`` (no optimizer ever sees them) and out of
     ``state_dict()`` (checkpoints do not carry ~60 MB of VGG); ``.to(device)``
     and dtype casts still move it. :attr:`network` gives access to it.
+
+    Args:
+        net: backbone; taming uses "vgg"
+        backbone_weights: torchvision's ImageNet weight file for the backbone (vgg16-397923af.pth,
+            alexnet-owt-7be5be79.pth or squeezenet1_1-b8a52dc0.pth); default: the torch hub cache,
+            $TORCH_HOME/hub/checkpoints/
+        pretrained_backbone: false runs with a random backbone (plumbing only: not a meaningful metric)
     """
 
     def __init__(

@@ -15,6 +15,9 @@ class QuantizerLoss(Loss):
     recipe weight scales the whole.
     """
 
+    def __init__(self) -> None:  # no arguments: its recipe table holds only type and weight
+        super().__init__()
+
     def generator_loss(self, inputs: LossInputs) -> LossTerm:
         """The quantizer's loss, with its metrics (perplexity, usage, parts) as logs."""
         q = inputs.quantizer

@@ -5,10 +5,13 @@ sampling, sliding-window sampling of grids larger than trained); ``maskgit`` is
 a bidirectional masked prior decoded iteratively (MaskGIT). ``sampling`` holds
 the shared top-k / top-p filtering, classifier-free guidance mixing and the
 sliding-window helpers; ``conditioning`` the class-token vocabulary and the
-priors' shared base class; ``checks`` the input checks; ``schedule`` the
-MaskGIT masking schedules; ``builders`` the recipe configs. The classes are
-imported on first use, so importing this package (as ``vqtk list`` does through
-``builders``) does not import torch modules it does not need.
+priors' shared base class (whose arguments both priors take) and their
+cross-field recipe check; ``checks`` the input checks; ``schedule`` the
+MaskGIT masking schedules. Each prior's keyword-only signature is its recipe
+schema (``codebook_size`` and ``grid_size`` are provided by the tokenizer, so
+recipes may leave them out). The classes are imported on first use, and
+x-transformers only when a prior is built, so registering them (as ``vqtk list``
+does) stays fast.
 """
 
 from __future__ import annotations
@@ -32,7 +35,12 @@ def __getattr__(name: str) -> Any:
 
 
 def register_components(register) -> None:
-    """Register this family's components (transitional: still through builders.py)."""
-    from . import builders
+    """Register the built-in priors under kind ``"prior"``."""
+    from vqtk_builtins.priors.conditioning import check_prior
+    from vqtk_builtins.priors.gpt import GPTPrior
+    from vqtk_builtins.priors.maskgit import MaskGITPrior
 
-    builders.register_components(register)
+    register("prior", "gpt", GPTPrior, check=check_prior,
+             doc="autoregressive transformer over raster-ordered codes: KV cache, sliding window, class guidance")
+    register("prior", "maskgit", MaskGITPrior, check=check_prior,
+             doc="bidirectional masked transformer, MaskGIT iterative decoding (cosine/linear schedule)")

@@ -1,17 +1,19 @@
 """Class conditioning by a prefix token, and the base class of the built-in priors.
 
 :class:`ClassTokens` places class, start and null tokens in the vocabulary;
-:class:`ConditionalPrior` sets them up for both priors, with label dropout and
-the input checks that depend on them.
+:class:`ConditionalPrior` declares the arguments both priors take (their shared
+recipe fields) and sets the tokens up, with label dropout and the input checks
+that depend on them; :func:`check_prior` is both priors' cross-field recipe check.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Annotated, Any, ClassVar, Iterator, Optional
 
 import torch
 
+from vqtk.config import each, fraction, non_negative, positive
 from vqtk.interfaces import Prior, SamplingOptions
 from vqtk_builtins.priors.checks import check_batch_size, check_indices, check_labels, check_options
 
@@ -60,24 +62,47 @@ class ClassTokens:
 class ConditionalPrior(Prior):
     """What the built-in priors share: sizes, class tokens (``classes``), label dropout and input checks.
 
-    Checks ``dim % heads`` and that ``label_dropout > 0`` comes with classes,
-    then places the class tokens from ``first_class_id`` on (see
-    :class:`ClassTokens`). Subclasses set ``name`` and build the network.
+    Its keyword-only arguments are the ones both priors take (each prior's
+    ``__init__`` forwards them here with
+    :func:`~vqtk.registry.forwarding.forwards_arguments`), so each
+    default, validator and doc is declared once. Checks ``dim % heads`` and
+    that ``label_dropout > 0`` comes with classes, then places the class tokens
+    after the codes and the ``extra_ids`` the subclass uses (see
+    :class:`ClassTokens`). Subclasses set ``name``, ``extra_ids`` and
+    ``always_prefix`` and build the network. ``codebook_size`` and
+    ``grid_size`` are provided by the tokenizer the prior models (a recipe may
+    leave them out).
+
+    Args:
+        codebook_size: number of codes of the tokenizer (its quantizer's codebook_size); for
+            maskgit, id codebook_size is the mask token.
+        grid_size: code grid (rows, columns) it is trained on: image size / downsampling factor.
+        dim: transformer width.
+        depth: transformer blocks (decoder blocks for gpt, encoder blocks for maskgit).
+        heads: attention heads; dim must be divisible by heads.
+        dropout: dropout on embeddings, attention and feed-forward layers.
+        num_classes: class labels for a class-conditional prior; 0 = unconditional.
+        label_dropout: probability of replacing a label by the null class in training (needed
+            for cfg_scale != 1).
     """
 
     name: str
+    #: token ids right after the codes that the prior uses itself (maskgit's mask token)
+    extra_ids: ClassVar[int] = 0
+    #: an unconditional prior still starts with a learned token (autoregressive priors need one)
+    always_prefix: ClassVar[bool] = False
 
     def __init__(
         self,
         *,
-        codebook_size: int,
-        grid_size: tuple[int, int],
-        dim: int,
-        heads: int,
-        num_classes: int,
-        label_dropout: float,
-        first_class_id: int,
-        always_prefix: bool,
+        codebook_size: Annotated[int, positive],
+        grid_size: Annotated[tuple[int, int], each(positive)],
+        dim: Annotated[int, positive] = 512,
+        depth: Annotated[int, positive] = 8,
+        heads: Annotated[int, positive] = 8,
+        dropout: Annotated[float, fraction] = 0.0,
+        num_classes: Annotated[int, non_negative] = 0,
+        label_dropout: Annotated[float, fraction] = 0.0,
     ):
         super().__init__()
         if dim % heads:
@@ -86,10 +111,15 @@ class ConditionalPrior(Prior):
             raise ValueError("label_dropout > 0 needs num_classes > 0 (it trains the null class of guidance)")
         self.codebook_size = codebook_size
         self.grid_size = (int(grid_size[0]), int(grid_size[1]))
+        self.dim = dim
+        self.depth = depth
+        self.heads = heads
+        self.dropout = dropout
         self.num_classes = num_classes
         self.label_dropout = label_dropout
         self.classes = ClassTokens(
-            first_id=first_class_id, num_classes=num_classes, label_dropout=label_dropout, always_prefix=always_prefix
+            first_id=codebook_size + self.extra_ids, num_classes=num_classes, label_dropout=label_dropout,
+            always_prefix=self.always_prefix,
         )
 
     @contextlib.contextmanager
@@ -138,3 +168,20 @@ class ConditionalPrior(Prior):
         if guided:
             prefix = torch.cat((prefix, self.classes.null_prefix(batch_size, device)), dim=0)
         return prefix
+
+
+def check_prior(config: Any) -> None:
+    """Cross-field check of a prior's recipe table (both priors register it as their ``check``).
+
+    ``codebook_size`` and ``grid_size`` may be ``None`` here: the assembler
+    provides them from the tokenizer, and the prior checks them when built.
+    """
+    if config.grid_size is not None and len(config.grid_size) != 2:
+        raise ValueError(f"grid_size must be (rows, columns), got {tuple(config.grid_size)!r}")
+    if config.dim % config.heads:
+        raise ValueError(f"dim ({config.dim}) must be divisible by heads ({config.heads})")
+    if config.label_dropout > 0 and config.num_classes == 0:
+        raise ValueError(
+            "label_dropout > 0 needs num_classes > 0: it trains the null class that "
+            "classifier-free guidance uses"
+        )

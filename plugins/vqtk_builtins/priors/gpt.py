@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 
 from vqtk.interfaces import PriorOutput, SamplingOptions
+from vqtk.registry.forwarding import forwards_arguments
 from vqtk_builtins.priors.checks import check_grid
 from vqtk_builtins.priors.conditioning import ConditionalPrior
 from vqtk_builtins.priors.sampling import draw, guide, window_context, window_origin
-from vqtk_builtins.priors.xtransformers import Decoder, TransformerWrapper
 
 
 class GPTPrior(ConditionalPrior):
@@ -34,48 +34,32 @@ class GPTPrior(ConditionalPrior):
     context. Smaller grids are the top-left crop of a training-size sample.
 
     Multi-index codes ``(B, h, w, Q)`` from residual quantizers are refused.
+    The sizes, dropout and class arguments are :class:`ConditionalPrior`'s
+    (``depth`` counts decoder blocks); x-transformers is imported on first build.
 
     Args:
-        codebook_size: number of codes it models.
-        grid_size: ``(h, w)`` code grid it is trained on.
-        dim: transformer width.
-        depth: number of decoder blocks.
-        heads: attention heads (``dim`` must be divisible by ``heads``).
-        dropout: dropout on embeddings, attention and feed-forward layers.
-        rotary: rotary position embeddings instead of learned absolute ones.
-        num_classes: class labels for conditional priors, 0 for unconditional.
-        label_dropout: probability of replacing a label by the null class in training.
+        rotary: rotary position embeddings (true) or learned absolute ones (false).
     """
 
     name = "gpt"
+    always_prefix = True  # unconditional sequences start with a learned token
 
-    def __init__(
-        self,
-        *,
-        codebook_size: int,
-        grid_size: tuple[int, int],
-        dim: int = 512,
-        depth: int = 8,
-        heads: int = 8,
-        dropout: float = 0.0,
-        rotary: bool = True,
-        num_classes: int = 0,
-        label_dropout: float = 0.0,
-    ):
-        super().__init__(
-            codebook_size=codebook_size, grid_size=grid_size, dim=dim, heads=heads, num_classes=num_classes,
-            label_dropout=label_dropout, first_class_id=codebook_size, always_prefix=True,
-        )
+    @forwards_arguments(ConditionalPrior)
+    def __init__(self, *, rotary: bool = True, **shared: Any):
+        super().__init__(**shared)
+        from vqtk_builtins.priors.xtransformers import Decoder, TransformerWrapper
+
+        dim, heads, dropout = self.dim, self.heads, self.dropout
         seq_len = self.grid_size[0] * self.grid_size[1]  # prefix + all codes but the last
         self.net = TransformerWrapper(
-            num_tokens=codebook_size + self.classes.num_tokens,
-            logits_dim=codebook_size,
+            num_tokens=self.codebook_size + self.classes.num_tokens,
+            logits_dim=self.codebook_size,
             max_seq_len=seq_len,
             use_abs_pos_emb=not rotary,
             emb_dropout=dropout,
             attn_layers=Decoder(
                 dim=dim,
-                depth=depth,
+                depth=self.depth,
                 heads=heads,
                 attn_dim_head=dim // heads,
                 attn_dropout=dropout,

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Annotated, Any, Optional
 
 import torch
 import torch.nn.functional as F
 
+from vqtk.config import non_negative, positive
 from vqtk.interfaces import PriorOutput, SamplingOptions
+from vqtk.registry.forwarding import forwards_arguments
 from vqtk_builtins.priors.checks import PriorInputError, check_grid
 from vqtk_builtins.priors.conditioning import ConditionalPrior
 from vqtk_builtins.priors.sampling import draw, guide, gumbel
 from vqtk_builtins.priors.schedule import Schedule, mask_ratio, masked_counts
-from vqtk_builtins.priors.xtransformers import Encoder, TransformerWrapper
 
 
 class MaskGITPrior(ConditionalPrior):
@@ -34,56 +35,45 @@ class MaskGITPrior(ConditionalPrior):
     follows :func:`~vqtk_builtins.priors.schedule.masked_counts`. Grids larger
     than the training grid are refused (use the ``gpt`` prior's sliding window);
     smaller ones are the top-left crop of a training-size sample.
+    The sizes, dropout and class arguments are :class:`ConditionalPrior`'s
+    (``depth`` counts encoder blocks); x-transformers is imported on first build.
 
     Args:
-        codebook_size: number of codes it models.
-        grid_size: ``(h, w)`` code grid it is trained on.
-        dim: transformer width.
-        depth: number of encoder blocks.
-        heads: attention heads (``dim`` must be divisible by ``heads``).
-        dropout: dropout on embeddings, attention and feed-forward layers.
-        steps: decoding steps when ``SamplingOptions.steps`` is None.
-        num_classes: class labels for conditional priors, 0 for unconditional.
-        label_dropout: probability of replacing a label by the null class in training.
-        schedule: masking schedule, ``"cosine"`` or ``"linear"``.
-        choice_temperature: scale of the Gumbel noise on confidences at the first step.
+        steps: decoding steps (sampling options may override).
+        schedule: fraction masked as a function of progress r: cos(pi/2 r) or 1 - r.
+        choice_temperature: Gumbel noise scale on token confidences at the first step, annealed to 0.
     """
 
     name = "maskgit"
+    extra_ids = 1  # the mask token, id codebook_size
 
+    @forwards_arguments(ConditionalPrior)
     def __init__(
         self,
         *,
-        codebook_size: int,
-        grid_size: tuple[int, int],
-        dim: int = 512,
-        depth: int = 8,
-        heads: int = 8,
-        dropout: float = 0.0,
-        steps: int = 8,
-        num_classes: int = 0,
-        label_dropout: float = 0.0,
+        steps: Annotated[int, positive] = 8,
         schedule: Schedule = "cosine",
-        choice_temperature: float = 4.5,
+        choice_temperature: Annotated[float, non_negative] = 4.5,
+        **shared: Any,
     ):
-        super().__init__(
-            codebook_size=codebook_size, grid_size=grid_size, dim=dim, heads=heads, num_classes=num_classes,
-            label_dropout=label_dropout, first_class_id=codebook_size + 1, always_prefix=False,
-        )
+        super().__init__(**shared)
+        from vqtk_builtins.priors.xtransformers import Encoder, TransformerWrapper
+
         mask_ratio(schedule, 0.5)  # raises on an unknown schedule
         self.steps = steps
         self.schedule = schedule
         self.choice_temperature = choice_temperature
-        self.mask_id = codebook_size
+        self.mask_id = self.codebook_size
         self.prefix_len = int(self.classes.has_prefix)
+        dim, heads, dropout = self.dim, self.heads, self.dropout
         self.net = TransformerWrapper(
-            num_tokens=codebook_size + 1 + self.classes.num_tokens,
-            logits_dim=codebook_size,
+            num_tokens=self.codebook_size + 1 + self.classes.num_tokens,
+            logits_dim=self.codebook_size,
             max_seq_len=self.prefix_len + self.grid_size[0] * self.grid_size[1],
             emb_dropout=dropout,
             attn_layers=Encoder(
                 dim=dim,
-                depth=depth,
+                depth=self.depth,
                 heads=heads,
                 attn_dim_head=dim // heads,
                 attn_dropout=dropout,

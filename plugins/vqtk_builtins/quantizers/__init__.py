@@ -1,10 +1,12 @@
-"""Built-in quantizers, each a thin :class:`vqtk.interfaces.Quantizer` over vector-quantize-pytorch.
+"""Built-in quantizers: each a :class:`vqtk.interfaces.Quantizer` whose keyword-only signature is its recipe schema.
 
-One module per method (``vq``, ``ema_vq``, ``residual``, ``fsq``, ``lfq``,
-``simvq``); ``layout`` converts between vqtk's ``(B, D, h, w)`` grids and the
-library's ``(B, h*w, D)`` tokens; ``builders`` holds the recipe configs. The
-classes below are imported on first use, so importing this package (as
-``vqtk list`` does through ``builders``) does not import the library.
+One module per method: ``vq`` (``vq``, and ``factorized``, the same class with
+other defaults), ``ema_vq`` (``ema_vq``, and ``residual``, the same class with
+residual layers), ``fsq``, ``lfq``, ``simvq`` (thin wrappers over
+vector-quantize-pytorch, which they import when built, so registering them, as
+``vqtk list`` does, stays fast) and ``gumbel`` (plain PyTorch). ``layout``
+converts between vqtk's ``(B, D, h, w)`` grids and the library's ``(B, h*w, D)``
+tokens. The names below are imported on first use.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from typing import Any
 
 _EXPORTS = {
     "VectorQuantizer": "vq",
+    "FactorizedQuantizer": "vq",
     "EMAVectorQuantizer": "ema_vq",
-    "ResidualVectorQuantizer": "residual",
+    "ResidualVectorQuantizer": "ema_vq",
     "FiniteScalarQuantizer": "fsq",
     "LookupFreeQuantizer": "lfq",
     "SimVectorQuantizer": "simvq",
+    "GumbelQuantizer": "gumbel",
 }
 
 __all__ = list(_EXPORTS)
@@ -31,7 +35,16 @@ def __getattr__(name: str) -> Any:
 
 
 def register_components(register) -> None:
-    """Register this family's components (transitional: still through builders.py)."""
-    from . import builders
+    """Register every built-in quantizer under kind ``"quantizer"``."""
+    from vqtk_builtins.quantizers import ema_vq, fsq, gumbel, lfq, simvq, vq
 
-    builders.register_components(register)
+    register("quantizer", "vq", vq.VectorQuantizer, check=vq.check_codebook_dim)
+    register("quantizer", "factorized", vq.FactorizedQuantizer, check=vq.check_codebook_dim,
+             doc="LlamaGen-style quantizer: l2-normalised codes in a low-dimensional factorised codebook.")
+    register("quantizer", "ema_vq", ema_vq.EMAVectorQuantizer, check=vq.check_codebook_dim)
+    register("quantizer", "residual", ema_vq.ResidualVectorQuantizer, check=vq.check_codebook_dim,
+             doc="Residual VQ: num_quantizers EMA codebooks on successive residuals; indices (B, h, w, Q).")
+    register("quantizer", "fsq", fsq.FiniteScalarQuantizer, check=fsq.check_fsq)
+    register("quantizer", "lfq", lfq.LookupFreeQuantizer, check=lfq.check_lfq)
+    register("quantizer", "simvq", simvq.SimVectorQuantizer)
+    register("quantizer", "gumbel", gumbel.GumbelQuantizer, check=gumbel.check_gumbel)

@@ -12,13 +12,18 @@ import torch
 from vqtk.errors import VqtkError
 
 
+def check_latents(z: torch.Tensor, dim: int, where: str) -> None:
+    """Raise :class:`VqtkError` naming ``where`` unless ``z`` is ``(B, dim, h, w)``."""
+    if z.dim() != 4 or z.shape[1] != dim:
+        raise VqtkError(f"{where}: expected latents (batch, {dim}, h, w), got shape {tuple(z.shape)}")
+
+
 def to_tokens(z: torch.Tensor, dim: int, where: str) -> tuple[torch.Tensor, tuple[int, int]]:
     """``(B, dim, h, w)`` latents as ``(B, h*w, dim)`` tokens, plus the grid size ``(h, w)``.
 
     Raises :class:`VqtkError` naming ``where`` when the latents do not have ``dim`` channels.
     """
-    if z.dim() != 4 or z.shape[1] != dim:
-        raise VqtkError(f"{where}: expected latents (batch, {dim}, h, w), got shape {tuple(z.shape)}")
+    check_latents(z, dim, where)
     b, d, h, w = z.shape
     return z.permute(0, 2, 3, 1).reshape(b, h * w, d), (h, w)
 

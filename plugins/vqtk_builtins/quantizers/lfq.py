@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Annotated, Any, Optional
 
 import torch
-from vector_quantize_pytorch import LFQ
 
+from vqtk.config import non_negative, positive, power_of_two
 from vqtk.interfaces import Quantizer, QuantizerOutput
+from vqtk_builtins.quantizers.fsq import MAX_IMPLICIT_CODES
 from vqtk_builtins.quantizers.layout import (
     from_tokens,
     indices_to_grid,
@@ -17,34 +18,53 @@ from vqtk_builtins.quantizers.layout import (
 )
 
 
+def check_lfq(config: Any) -> None:
+    """Recipe check of ``lfq``: a codebook_size or a number of bits, at most MAX_IMPLICIT_CODES codes."""
+    if config.dim is None and config.codebook_size is None:
+        raise ValueError("set codebook_size (a power of two) or dim (the number of bits)")
+    size = config.codebook_size if config.codebook_size is not None else 2 ** min(config.dim, 64)
+    if size > MAX_IMPLICIT_CODES:
+        what = "codebook_size" if config.codebook_size is not None else f"2 ** dim ({config.dim} bits)"
+        raise ValueError(
+            f"{what} is more than the {MAX_IMPLICIT_CODES} codes supported; "
+            "set codebook_size to project the latents to fewer bits"
+        )
+
+
 class LookupFreeQuantizer(Quantizer):
-    """LFQ (MAGVIT-2): ``log2(codebook_size)`` channels, each quantized to -1 or +1.
+    """Lookup-free quantization (MAGVIT-2): one sign bit per channel, entropy + commitment losses.
 
     Latents are projected to ``log2(codebook_size)`` channels when ``dim``
-    differs. In training the loss is ``entropy_loss_weight * (per-sample
-    entropy - diversity_gamma * codebook entropy) + commitment_loss_weight *
-    mse(z, sg(q))``; the soft assignments use ``inv_temperature``. Zero in eval.
+    differs; each channel is quantized to -1 or +1. In training the loss is
+    ``entropy_loss_weight * (per-sample entropy - diversity_gamma * codebook
+    entropy) + commitment_loss_weight * mse(z, sg(q))``; the soft assignments
+    use ``inv_temperature``. Zero in eval. Give ``codebook_size`` (a power of
+    two), ``dim`` or both.
 
     Args:
-        dim: channels of the latents; ``None`` means ``log2(codebook_size)``.
-        codebook_size: a power of two; ``None`` means ``2 ** dim``.
-        entropy_loss_weight: weight of the entropy term.
-        commitment_loss_weight: weight of the commitment term.
+        dim: channels of the latents; absent = log2(codebook_size) (no projection).
+        codebook_size: number of codes, a power of two; absent = 2 ** dim.
+        entropy_loss_weight: weight of (per-sample entropy - diversity_gamma * codebook entropy).
+        commitment_loss_weight: weight of the commitment term mse(z, sg(q)).
         diversity_gamma: weight of the codebook entropy inside the entropy term.
-        inv_temperature: inverse temperature of the soft code assignment.
+        inv_temperature: inverse temperature of the soft assignment behind the entropy terms.
     """
 
     def __init__(
         self,
         *,
-        dim: Optional[int] = None,
-        codebook_size: Optional[int] = None,
-        entropy_loss_weight: float = 0.1,
-        commitment_loss_weight: float = 0.25,
-        diversity_gamma: float = 1.0,
-        inv_temperature: float = 100.0,
+        dim: Annotated[Optional[int], positive] = None,
+        codebook_size: Annotated[Optional[int], power_of_two] = None,
+        entropy_loss_weight: Annotated[float, non_negative] = 0.1,
+        commitment_loss_weight: Annotated[float, non_negative] = 0.25,
+        diversity_gamma: Annotated[float, non_negative] = 1.0,
+        inv_temperature: Annotated[float, positive] = 100.0,
     ):
         super().__init__()
+        # imported here, not at module level: vector_quantize_pytorch takes 1.4 s to import,
+        # and `vqtk list` imports this module to register it
+        from vector_quantize_pytorch import LFQ
+
         if dim is None and codebook_size is None:
             raise ValueError("LookupFreeQuantizer: give dim or codebook_size")
         self.codebook_size = codebook_size or 2**dim

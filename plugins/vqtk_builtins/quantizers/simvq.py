@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import torch
-from vector_quantize_pytorch import SimVQ
 
+from vqtk.config import non_negative, positive
 from vqtk.interfaces import Quantizer, QuantizerOutput
 from vqtk_builtins.quantizers.layout import (
     from_tokens,
@@ -17,31 +17,36 @@ from vqtk_builtins.quantizers.layout import (
 
 
 class SimVectorQuantizer(Quantizer):
-    """SimVQ (Zhu et al. 2024): codes are ``W @ c`` for frozen Gaussian ``c`` and learned ``W``.
+    """SimVQ: a frozen random codebook through a learned linear map (no collapse), VQ-VAE loss.
 
-    Learning the whole codebook through one linear map keeps every code moving,
-    which avoids collapse. The loss is ``mse(sg(z), e) + beta * mse(z, sg(e))``
+    SimVQ (Zhu et al. 2024): codes are ``W @ c`` for frozen Gaussian ``c`` and
+    learned ``W``. Learning the whole codebook through one linear map keeps
+    every code moving, which avoids collapse. The loss is ``mse(sg(z), e) + beta * mse(z, sg(e))``
     (computed in eval mode too). Gradients reach the input through the rotation
     trick (default) or the straight-through estimator.
 
     Args:
         dim: channels of the latents (and of the codes).
         codebook_size: number of codes.
-        beta: weight of the commitment term.
-        rotation_trick: use the rotation trick instead of straight-through gradients.
-        frozen_codebook_dim: dimension of the frozen codes; ``None`` means ``dim``.
+        beta: weight of the commitment term mse(z, sg(e)); the codebook term has weight 1.
+        rotation_trick: rotation-trick gradients (the library's default) instead of straight-through.
+        frozen_codebook_dim: dimension of the frozen random codes; absent = dim.
     """
 
     def __init__(
         self,
         *,
-        dim: int,
-        codebook_size: int,
-        beta: float = 0.25,
+        dim: Annotated[int, positive] = 256,
+        codebook_size: Annotated[int, positive] = 1024,
+        beta: Annotated[float, non_negative] = 0.25,
         rotation_trick: bool = True,
-        frozen_codebook_dim: Optional[int] = None,
+        frozen_codebook_dim: Annotated[Optional[int], positive] = None,
     ):
         super().__init__()
+        # imported here, not at module level: vector_quantize_pytorch takes 1.4 s to import,
+        # and `vqtk list` imports this module to register it
+        from vector_quantize_pytorch import SimVQ
+
         self.dim = dim
         self.codebook_size = codebook_size
         self.num_codebooks = 1

@@ -1,18 +1,20 @@
 """Vector quantization with a codebook learned by gradient (VQ-VAE / taming semantics).
 
-Also the LlamaGen-style factorised quantizer: the same module with a
-low-dimensional (``codebook_dim``) codebook and l2-normalised codes.
+Also the LlamaGen-style factorised quantizer (:data:`FactorizedQuantizer`,
+registered as ``factorized``): the same module with other defaults, a
+low-dimensional (``codebook_dim``) codebook of l2-normalised codes.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Annotated, Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from vector_quantize_pytorch import VectorQuantize
 
+from vqtk.config import non_negative, open_unit_interval, positive
 from vqtk.interfaces import Quantizer, QuantizerOutput
 from vqtk_builtins.quantizers.layout import (
     from_tokens,
@@ -20,6 +22,15 @@ from vqtk_builtins.quantizers.layout import (
     indices_to_tokens,
     to_tokens,
 )
+
+
+def check_codebook_dim(config: Any) -> None:
+    """Recipe check of the codebook quantizers: a factorised codebook is no wider than the latent."""
+    if config.codebook_dim is not None and config.codebook_dim > config.dim:
+        raise ValueError(
+            f"codebook_dim ({config.codebook_dim}) must be <= dim ({config.dim}): "
+            "the codebook is a low-dimensional factorisation of the latent"
+        )
 
 
 class L2Norm(nn.Module):
@@ -30,56 +41,64 @@ class L2Norm(nn.Module):
 
 
 class VectorQuantizer(Quantizer):
-    """Nearest-code quantization; the codebook is a parameter trained by the optimizer.
+    """VQ with a gradient-trained codebook; loss mse(sg(z), e) + beta * mse(z, sg(e)) (taming semantics).
 
-    With ``z`` the (projected, optionally l2-normalised) latent and ``e`` its
-    nearest code, the loss is ``mse(sg(z), e) + beta * mse(z, sg(e))``: the
-    codebook term moves codes towards the latents, the commitment term (weighted
-    by ``beta``) keeps the encoder near its codes. This is VQ-VAE's loss, not
-    taming's legacy one, which swapped the weight onto the codebook term.
-    ``quantized`` carries straight-through gradients to the input (or the
+    Nearest-code quantization; the codebook is a parameter trained by the
+    optimizer. With ``z`` the (projected, optionally l2-normalised) latent and
+    ``e`` its nearest code, the loss is ``mse(sg(z), e) + beta * mse(z, sg(e))``:
+    the codebook term moves codes towards the latents, the commitment term
+    (weighted by ``beta``) keeps the encoder near its codes. This is VQ-VAE's
+    loss, not taming's legacy one, which swapped the weight onto the codebook
+    term. ``quantized`` carries straight-through gradients to the input (or the
     rotation trick's, with ``rotation_trick``).
 
     Args:
         dim: channels of the latents.
         codebook_size: number of codes.
-        beta: weight of the commitment term.
-        codebook_dim: dimension of the codes; when smaller than ``dim``, latents
-            are projected in (and the codes back out) by learned linear maps
-            (factorised codebook, as in ViT-VQGAN and LlamaGen).
-        use_cosine_sim: l2-normalise projected latents and codes, so the nearest
-            code is the one of highest cosine similarity.
+        beta: weight of the commitment term mse(z, sg(e)); the codebook term has weight 1.
+        codebook_dim: code dimension; smaller than dim adds learned linear projections
+            in and out (factorised codebook, as in ViT-VQGAN and LlamaGen); absent = dim.
+        use_cosine_sim: l2-normalise latents and codes (nearest code by cosine similarity).
         kmeans_init: initialise the codebook by k-means on the first batch.
-        kmeans_iters: k-means iterations for ``kmeans_init``.
-        threshold_ema_dead_code: replace codes whose running usage count drops
-            below this with latents from the batch (0 disables).
-        dead_code_decay: decay of the running usage counts behind ``threshold_ema_dead_code``.
-        rotation_trick: route gradients with the rotation trick instead of the
-            straight-through estimator.
-        entropy_loss_weight: weight of the library's codebook-diversity loss
-            (negative entropy of the batch-averaged soft assignment; 0 disables).
-        entropy_temperature: inverse temperature of that soft assignment.
-        sync_codebook: all-reduce k-means and dead-code statistics across processes.
+        kmeans_iters: k-means iterations for kmeans_init.
+        threshold_ema_dead_code: replace codes whose running usage count falls below this by
+            recent encoder outputs (0: never); at 0 the factorized quick start's codebook
+            collapsed to one code within 50 steps.
+        dead_code_decay: decay of the running usage counts used for dead-code replacement.
+        rotation_trick: rotation-trick gradients (arXiv 2410.06424) instead of straight-through.
+        entropy_loss_weight: weight of the codebook-entropy (diversity) loss, the negative
+            entropy of the batch-averaged soft assignment; 0 disables it.
+        entropy_temperature: inverse temperature of the soft assignment behind the entropy loss.
+        sync_codebook: all-reduce k-means and dead-code statistics across processes. Off under
+            DDP, each process rewrites its own codebook with kmeans_init or dead codes, and the
+            codebooks drift apart. Takes effect only if torch.distributed is initialised before
+            the quantizer is built.
     """
 
     def __init__(
         self,
         *,
-        dim: int,
-        codebook_size: int,
-        beta: float = 0.25,
-        codebook_dim: Optional[int] = None,
+        dim: Annotated[int, positive] = 256,
+        codebook_size: Annotated[int, positive] = 1024,
+        beta: Annotated[float, non_negative] = 0.25,
+        codebook_dim: Annotated[Optional[int], positive] = None,
         use_cosine_sim: bool = False,
         kmeans_init: bool = False,
-        kmeans_iters: int = 10,
-        threshold_ema_dead_code: float = 0.0,
-        dead_code_decay: float = 0.8,
+        kmeans_iters: Annotated[int, positive] = 10,
+        threshold_ema_dead_code: Annotated[float, non_negative] = 0.0,
+        dead_code_decay: Annotated[float, open_unit_interval] = 0.8,
         rotation_trick: bool = False,
-        entropy_loss_weight: float = 0.0,
-        entropy_temperature: float = 100.0,
+        entropy_loss_weight: Annotated[float, non_negative] = 0.0,
+        entropy_temperature: Annotated[float, positive] = 100.0,
         sync_codebook: bool = False,
     ):
         super().__init__()
+        # imported here, not at module level: vector_quantize_pytorch takes 1.4 s to import,
+        # and `vqtk list` imports this module to register it
+        from vector_quantize_pytorch import VectorQuantize
+
+        from vqtk_builtins.quantizers.ddp import resolve_sync_codebook
+
         self.dim = dim
         self.codebook_size = codebook_size
         self.num_codebooks = 1
@@ -110,7 +129,11 @@ class VectorQuantizer(Quantizer):
             straight_through=False,
             codebook_diversity_loss_weight=entropy_loss_weight,
             codebook_diversity_temperature=entropy_temperature,
-            sync_codebook=sync_codebook,
+            sync_codebook=resolve_sync_codebook(
+                sync_codebook,
+                f"quantizer {type(self).__name__}",
+                learnable_with_data_init=kmeans_init or threshold_ema_dead_code > 0,
+            ),
         )
 
     def codes(self) -> torch.Tensor:
@@ -162,3 +185,9 @@ class VectorQuantizer(Quantizer):
         """Codes for ``(B, h, w)`` indices, as ``(B, dim, h, w)`` latents."""
         idx, grid = indices_to_tokens(indices, 1, type(self).__name__)
         return from_tokens(self.project_out(self.codes()[idx]), grid)
+
+
+#: ``factorized``: a VectorQuantizer with LlamaGen's cosine codes in an 8-d codebook, dead-code replacement on
+FactorizedQuantizer = functools.partial(
+    VectorQuantizer, codebook_size=16384, codebook_dim=8, use_cosine_sim=True, threshold_ema_dead_code=2.0
+)
