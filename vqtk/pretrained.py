@@ -17,6 +17,7 @@ else:  # pragma: no cover
 
 from vqtk.build import build_vqgan
 from vqtk.errors import RecipeError, VqtkError
+from vqtk.io.checkpoint import load_checkpoint, load_state_strict
 from vqtk.model import VQGAN
 from vqtk.recipe import Recipe, recipe_from_dict
 from vqtk.registry import Registry, default_registry
@@ -99,26 +100,6 @@ def recipe_of(checkpoint, registry: Optional[Registry] = None, *, inference: boo
         ) from None
 
 
-def load_state_strict(module: torch.nn.Module, state: dict, where: str) -> None:
-    """Load a state dict, naming mismatched tensors in a one-line error."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state)
-                   if torch.is_tensor(own[k]) and torch.is_tensor(state[k]) and own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append("shape mismatch: " + ", ".join(
-                f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]))
-        if missing:
-            parts.append(f"missing {len(missing)}: {', '.join(missing[:5])}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:5])}")
-        raise VqtkError(f"{where}: weights do not match the model ({'; '.join(parts)})")
-    module.load_state_dict(state)
-
-
 def load(
     path: str | Path,
     *,
@@ -135,7 +116,6 @@ def load(
     ``dtype`` to float32.
     """
     from vqtk.interop.taming import TAMING_SUFFIXES, load_taming_model
-    from vqtk.train.checkpoint import load_checkpoint
 
     p = Path(path)
     if p.is_file() and p.suffix.lower() in TAMING_SUFFIXES:

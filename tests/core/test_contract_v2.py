@@ -18,7 +18,7 @@ from vqtk import testing
 from vqtk.errors import PluginError, RecipeError
 from vqtk.recipe import merge
 from vqtk.registry import Registry
-from vqtk.train.checkpoint import load_checkpoint
+from vqtk.io.checkpoint import load_checkpoint
 
 STATEFUL = {
     "model": {"quantizer": {"type": "warmup_vq", "dim": 8, "codebook_size": 16, "warmup_steps": 2},

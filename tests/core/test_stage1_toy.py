@@ -10,8 +10,8 @@ from toy_plugin import TOY_RECIPE
 
 from vqtk.errors import VqtkError
 from vqtk.recipe import load_recipe
-from vqtk.train import checkpoint as ckpt_mod
-from vqtk.train.checkpoint import load_checkpoint
+from vqtk.io import checkpoint as ckpt_mod
+from vqtk.io.checkpoint import load_checkpoint
 from vqtk.train.stage1 import Stage1Trainer
 
 

@@ -12,7 +12,7 @@ from tiny_recipe import TINY
 
 from vqtk.cli import main
 from vqtk.recipe import load_recipe
-from vqtk.train.checkpoint import load_checkpoint
+from vqtk.io.checkpoint import load_checkpoint
 from vqtk.train.stage2 import Stage2Trainer
 
 PRIOR = """

@@ -1,4 +1,4 @@
-"""Reading pickled torch checkpoints without running code from them (vqtk.interop.safe_unpickle)."""
+"""Reading pickled torch checkpoints without running code from them (vqtk.io.safe_unpickle)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from taming_fixtures import (
     save_lightning_checkpoint,
 )
 from vqtk.errors import VqtkError
-from vqtk.interop.safe_unpickle import Placeholder, find_state_dict, loads, read_torch_file
+from vqtk.io.safe_unpickle import Placeholder, find_state_dict, loads, read_torch_file
 
 
 def _sd():

@@ -53,8 +53,9 @@ def test_converted_lightning_checkpoint_computes_what_taming_computes(tmp_path, 
     torch.testing.assert_close(pixels, ref.decode_indices(sd, want, TINY), atol=ATOL, rtol=RTOL)
 
     from vqtk.build import build_discriminator
-    from vqtk.pretrained import load_state_strict, recipe_of
-    from vqtk.train.checkpoint import load_checkpoint
+    from vqtk.io.checkpoint import load_state_strict
+    from vqtk.pretrained import recipe_of
+    from vqtk.io.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tmp_path / "conv")
     disc = build_discriminator(recipe_of(ckpt))
@@ -85,7 +86,7 @@ def test_architecture_inferred_from_the_weights(tmp_path, registry, capsys):
     assert (d["type"], d["ndf"], d["n_layers"], d["norm"], d["in_channels"]) == ("patchgan", 8, 2, "actnorm", 3)
     assert set(recipe["loss"]) == {"pixel", "perceptual", "codebook", "gan"}
     # the metadata holds the same recipe, and it validates (vqtk.load builds from it)
-    from vqtk.train.checkpoint import load_checkpoint
+    from vqtk.io.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tmp_path / "c")
     assert ckpt.recipe_toml == text and ckpt.metadata["stage"] == "1" and ckpt.step == 0

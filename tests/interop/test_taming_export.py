@@ -58,7 +58,7 @@ def _vqtk_checkpoint(tmp_path, changes: dict, registry):
     from vqtk.build import build_discriminator, build_vqgan
     from vqtk.interop.taming import validated_recipe
     from vqtk.recipe import dump_toml
-    from vqtk.train.checkpoint import save_checkpoint
+    from vqtk.io.checkpoint import save_checkpoint
 
     torch.save({"state_dict": tiny_taming_state()}, tmp_path / "in.ckpt")
     convert_taming(tmp_path / "in.ckpt", tmp_path / "base", resolution=16)

@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from vqtk.errors import VqtkError
-from vqtk.train.checkpoint import DIGEST, FORMAT, MODEL_FILE, STATE_FILE, load_checkpoint
+from vqtk.io.checkpoint import DIGEST, FORMAT, MODEL_FILE, STATE_FILE, load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def newest(run: Path) -> Path:
 
 def rewrite(file: Path, *, metadata: dict | None = None, tensors: dict | None = None, digest: bool = False) -> None:
     """Re-save a checkpoint file with changed metadata / tensors (digest dropped unless asked)."""
-    from vqtk.train.checkpoint import tensor_digest
+    from vqtk.io.checkpoint import tensor_digest
     from safetensors import safe_open
 
     with safe_open(str(file), framework="pt") as f:
@@ -241,7 +241,7 @@ def test_missing_checkpoint_paths(tiny, cli, image, tmp_path):
 def test_leftovers_of_interrupted_saves_are_cleaned_by_the_next_save(tmp_path):
     import torch
 
-    from vqtk.train.checkpoint import save_checkpoint
+    from vqtk.io.checkpoint import save_checkpoint
 
     root = tmp_path / "checkpoints"
     modules = {"model": torch.nn.Linear(2, 2)}

@@ -13,8 +13,8 @@ import pytest
 from robust_helpers import assert_clean_failure
 from safetensors import SafetensorError
 
-import vqtk.train.checkpoint as ckpt_mod
-from vqtk.train.checkpoint import LAST, load_checkpoint
+import vqtk.io.checkpoint as ckpt_mod
+from vqtk.io.checkpoint import LAST, load_checkpoint
 
 RUN = ["--no-progress", "train.steps=6", "train.checkpoint_every=2", "train.image_every=100"]
 

@@ -15,7 +15,7 @@ import pytest
 from robust_helpers import assert_clean_failure
 from PIL import Image
 
-from vqtk.train.checkpoint import load_checkpoint
+from vqtk.io.checkpoint import load_checkpoint
 
 FOLDER = ["data.type=image_folder", "data.resolution=16", "data.eval_fraction=0.2"]
 QUICK = ["--no-progress", "train.image_every=1000", "train.checkpoint_every=2", "train.eval_batches=1"]

@@ -15,7 +15,7 @@ import torch
 from robust_helpers import PRELOAD, TINY, cli_in_child
 from safetensors.torch import load_file
 
-from vqtk.train.checkpoint import LAST, MODEL_FILE, load_checkpoint
+from vqtk.io.checkpoint import LAST, MODEL_FILE, load_checkpoint
 
 STEPS = 16
 RUN = ["--no-progress", f"train.steps={STEPS}", "train.checkpoint_every=1", "train.image_every=7",

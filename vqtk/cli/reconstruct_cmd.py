@@ -47,7 +47,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     import torch
 
     from vqtk.pretrained import load
-    from vqtk.train.images import save_grid, save_png, to_uint8
+    from vqtk.io.images import save_grid, save_png, to_uint8
     from vqtk.train.stage1 import psnr
 
     from vqtk.train.environment import pick_device

@@ -25,7 +25,7 @@ def add_commands(sub) -> None:
 
 
 def _has_run(folder: Path) -> bool:
-    from vqtk.train.checkpoint import LAST
+    from vqtk.io.checkpoint import LAST
 
     return (folder / "checkpoints" / LAST).exists()
 

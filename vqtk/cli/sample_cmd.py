@@ -34,10 +34,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from vqtk.build import build_component
     from vqtk.interfaces import SamplingOptions
-    from vqtk.pretrained import load_state_strict, recipe_of
-    from vqtk.train.checkpoint import load_checkpoint
+    from vqtk.io.checkpoint import load_state_strict
+    from vqtk.pretrained import recipe_of
+    from vqtk.io.checkpoint import load_checkpoint
     from vqtk.train.environment import pick_device
-    from vqtk.train.images import save_png, tile
+    from vqtk.io.images import save_png, tile
 
     _check_arguments(args)
     device = pick_device(args.device or "auto", "--device")

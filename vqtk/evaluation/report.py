@@ -379,7 +379,7 @@ def code_histogram_image(counts: torch.Tensor, *, title: str = "code frequencies
 def _checkpoint_info(path: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
 
-    from vqtk.train.checkpoint import MODEL_FILE, resolve_checkpoint
+    from vqtk.io.checkpoint import MODEL_FILE, resolve_checkpoint
 
     folder = resolve_checkpoint(path)
     with safe_open(str(folder / MODEL_FILE), framework="pt") as f:
@@ -442,7 +442,7 @@ def run_evaluation(
     """
     from vqtk.build import build_data, check_data_fits
     from vqtk.pretrained import load
-    from vqtk.train.images import save_grid, save_png
+    from vqtk.io.images import save_grid, save_png
 
     if batch_size <= 0:
         raise VqtkError(f"--batch-size: must be > 0, got {batch_size}")

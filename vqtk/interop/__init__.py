@@ -1,6 +1,6 @@
 """Interoperability with other VQGAN projects' checkpoints.
 
-- :mod:`vqtk.interop.safe_unpickle`: reading pickled torch checkpoints without
+- :mod:`vqtk.io.safe_unpickle`: reading pickled torch checkpoints without
   running code from them (``weights_only`` first, then inert placeholders).
 - :mod:`vqtk.interop.taming`: taming-transformers ``VQModel`` checkpoints to vqtk
   checkpoints and back (``vqtk convert taming`` / ``vqtk convert to-taming``);

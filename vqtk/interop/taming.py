@@ -18,7 +18,7 @@ encodes to the same indices and decodes to the same pixels. The quantizer's
 *training* loss differs: vqtk's ``vq`` puts ``beta`` on the commitment term,
 taming's legacy quantizer put it on the codebook term.
 
-Pickled checkpoints are read with :mod:`vqtk.interop.safe_unpickle`: nothing in
+Pickled checkpoints are read with :mod:`vqtk.io.safe_unpickle`: nothing in
 them is imported or run.
 """
 
@@ -34,7 +34,7 @@ import attrs
 import torch
 
 from vqtk.errors import VqtkError
-from vqtk.interop.safe_unpickle import find_state_dict, read_torch_file
+from vqtk.io.safe_unpickle import find_state_dict, read_torch_file
 from vqtk.interop.taming_infer import infer_discriminator, infer_spec
 from vqtk.interop.taming_spec import (
     DEFAULT_RESOLUTION,
@@ -148,7 +148,7 @@ def vqtk_to_taming_state(model: dict[str, torch.Tensor], disc: Optional[dict[str
 
 def _load_mapped(module: torch.nn.Module, mapped: dict[str, torch.Tensor], where: str) -> None:
     """Load taming tensors; only the quantizer's bookkeeping buffers may keep their fresh values."""
-    from vqtk.pretrained import load_state_strict
+    from vqtk.io.checkpoint import load_state_strict
 
     own = module.state_dict()
     fill = {k: v for k, v in own.items()
@@ -301,7 +301,7 @@ def convert_taming(source: str | Path, out: str | Path, *, config: Optional[str 
     the step folder and the rebuilt model.
     """
     from vqtk import __version__
-    from vqtk.train.checkpoint import save_checkpoint
+    from vqtk.io.checkpoint import save_checkpoint
 
     out = Path(out)
     if (out / "checkpoints").exists() or (out / "recipe.toml").exists():
@@ -426,7 +426,7 @@ def export_taming(checkpoint: str | Path, out: str | Path, *, config_out: Option
     the taming description and the number of tensors written.
     """
     from vqtk.pretrained import recipe_of
-    from vqtk.train.checkpoint import load_checkpoint
+    from vqtk.io.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     if ckpt.metadata.get("stage", "1") != "1":

@@ -38,7 +38,7 @@ from vqtk.recipe.schema import (
     QuantizerRef,
 )
 from vqtk.registry import Registry
-from vqtk.train.checkpoint import load_checkpoint, save_checkpoint
+from vqtk.io.checkpoint import load_checkpoint, save_checkpoint
 
 _REFS: dict[str, type[ComponentRef]] = {
     "encoder": EncoderRef, "quantizer": QuantizerRef, "decoder": DecoderRef,

@@ -13,7 +13,7 @@ from vqtk.interfaces import StepAware
 from vqtk.recipe import merge, recipe_from_dict
 from vqtk.recipe.converter import RecipeConverter
 from vqtk.registry import Registry
-from vqtk.train.checkpoint import load_checkpoint
+from vqtk.io.checkpoint import load_checkpoint
 from vqtk.train.stage1 import Stage1Trainer
 
 #: A 16x16-pixel tokenizer on the photos shipped with scikit-image: about 1 s a step on one CPU core.

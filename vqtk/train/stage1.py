@@ -24,11 +24,16 @@ from vqtk.interfaces import LossInputs, step_aware_parts
 from vqtk.recipe import dump_toml
 from vqtk.recipe.schema import Recipe
 from vqtk.registry import Registry, default_registry
-from vqtk.train.checkpoint import component_state, load_checkpoint, load_component_state, save_checkpoint
+from vqtk.io.checkpoint import (
+    component_state,
+    load_checkpoint,
+    load_component_state,
+    load_state_strict,
+    save_checkpoint,
+)
 from vqtk.train.data_stream import BatchStream, StreamState
 from vqtk.interfaces import QuantizerOutput
 from vqtk.model import VQGAN, VQGANOutput
-from vqtk.pretrained import load_state_strict
 from vqtk.train import distributed
 from vqtk.train.environment import (
     autocast,
@@ -38,7 +43,7 @@ from vqtk.train.environment import (
     seed_everything,
     set_rng_state,
 )
-from vqtk.train.images import plot_curves, save_grid
+from vqtk.io.images import plot_curves, save_grid
 from vqtk.train.loop import StopFlag, Throughput, checkpoint_and_interrupt, due, make_optimizer
 from vqtk.train.metadata import run_metadata
 from vqtk.train.metrics_log import MetricsLog, Progress

@@ -13,15 +13,16 @@ from vqtk.build import build_data, build_prior, check_data_fits, prior_facts, pr
 from vqtk.errors import VqtkError
 from vqtk.interfaces import Prior, SamplingOptions
 from vqtk.model import VQGAN
-from vqtk.pretrained import load_state_strict, recipe_of
+from vqtk.io.checkpoint import load_state_strict
+from vqtk.pretrained import recipe_of
 from vqtk.recipe import dump_toml
 from vqtk.recipe.schema import Recipe
 from vqtk.registry import Registry, default_registry
 from vqtk.train import distributed
-from vqtk.train.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
+from vqtk.io.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
 from vqtk.train.code_cache import cache_dir_for, cache_key, file_digest, load_or_encode
 from vqtk.train.environment import pick_device, rng_state, seed_everything, set_rng_state
-from vqtk.train.images import save_png, tile
+from vqtk.io.images import save_png, tile
 from vqtk.train.metadata import run_metadata
 from vqtk.train.metrics_log import MetricsLog, Progress
 from vqtk.train.loop import StopFlag, Throughput, checkpoint_and_interrupt, due, make_optimizer
@@ -239,7 +240,7 @@ class Stage2Trainer:
             f = self.tokenizer.downsample_factor
             log.info("larger-than-training samples (%dx%d px): %s", self.cfg.large_grid[0] * f,
                      self.cfg.large_grid[1] * f, large)
-        from vqtk.train.images import plot_curves
+        from vqtk.io.images import plot_curves
 
         plot_curves({"loss": metrics.series(["loss"]).get("loss", [])}, self.out / "loss_curve.png",
                     title="stage 2 prior loss (nats/token, log scale)")

@@ -34,7 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vqtk.errors import VqtkError
-from vqtk.train.state_io import decode_state, encode_state
+from vqtk.io.state import decode_state, encode_state
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.safetensors"
@@ -329,3 +329,23 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     if expected is not None and tensor_digest(tensors) != expected:
         raise VqtkError(f"{path}: damaged: its tensors do not match the checksum written with them")
     return tensors, metadata
+
+
+def load_state_strict(module: torch.nn.Module, state: dict, where: str) -> None:
+    """Load a state dict, naming mismatched tensors in a one-line error."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state)
+                   if torch.is_tensor(own[k]) and torch.is_tensor(state[k]) and own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append("shape mismatch: " + ", ".join(
+                f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]))
+        if missing:
+            parts.append(f"missing {len(missing)}: {', '.join(missing[:5])}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:5])}")
+        raise VqtkError(f"{where}: weights do not match the model ({'; '.join(parts)})")
+    module.load_state_dict(state)
