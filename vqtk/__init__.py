@@ -2,6 +2,7 @@
 
 from vqtk.errors import RecipeError, VqtkError
 from vqtk.interfaces import (
+    Converter,
     DataSource,
     Decoder,
     Discriminator,
@@ -20,11 +21,11 @@ from vqtk.interfaces import (
 from vqtk.model import VQGAN, VQGANOutput
 from vqtk.pretrained import load
 from vqtk.registry import Registry, default_registry, hookimpl
-
-__version__ = "0.1.0"
+from vqtk.version import __version__
 
 __all__ = [
     "VQGAN",
+    "Converter",
     "DataSource",
     "Decoder",
     "Discriminator",

@@ -19,6 +19,7 @@ string that ``vqtk describe`` prints (``> 0``, ``in [0, 1]``).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable
 
 Validator = Callable[[Any, Any, Any], None]
@@ -125,7 +126,5 @@ def non_empty(_inst: Any, _attr: Any, value: Any) -> None:
 def power_of_two(_inst: Any, _attr: Any, value: Any) -> None:
     """An integer power of two, at least 2 (``None`` passes)."""
     if value is not None and (value < 2 or value & (value - 1)):
-        import math
-
         hint = f" (e.g. {2 ** max(1, math.ceil(math.log2(value)))})" if value > 0 else ""
         raise ValueError(f"must be a power of two >= 2, got {value!r}{hint}")

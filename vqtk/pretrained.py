@@ -17,7 +17,7 @@ else:  # pragma: no cover
 
 from vqtk.build import build_vqgan
 from vqtk.errors import RecipeError, VqtkError
-from vqtk.io.checkpoint import load_checkpoint, load_state_strict
+from vqtk.io.checkpoint import Checkpoint, load_checkpoint, load_state_strict
 from vqtk.model import VQGAN
 from vqtk.recipe import Recipe, recipe_from_dict
 from vqtk.registry import Registry, default_registry
@@ -109,19 +109,19 @@ def load(
 ) -> VQGAN:
     """A trained VQGAN from a run folder, checkpoint folder or ``model.safetensors``, in eval mode.
 
-    A taming-transformers VQModel checkpoint (``.ckpt``, ``.pt``, ``.pth``) loads
-    too: converted in memory with its architecture inferred from the weights,
-    without running code from the pickle (``vqtk convert taming`` writes it as a
-    vqtk checkpoint instead). ``device`` defaults to CUDA when available;
-    ``dtype`` to float32.
+    Another project's checkpoint file (a taming-transformers ``.ckpt``, say)
+    loads too when an installed converter recognises it: converted in memory by
+    the converter, nothing written (``vqtk convert NAME`` writes it as a vqtk
+    checkpoint instead; ``vqtk convert`` lists the converters).
+    ``device`` defaults to CUDA when available; ``dtype`` to float32.
     """
-    from vqtk.interop.taming import TAMING_SUFFIXES, load_taming_model
-
+    registry = registry or default_registry()
     p = Path(path)
-    if p.is_file() and p.suffix.lower() in TAMING_SUFFIXES:
-        model, recipe = load_taming_model(p, registry)
+    converter = registry.converter_for(p) if p.is_file() else None
+    if converter is not None:
+        model, recipe = converter.converter.load(p, registry=registry)
     else:
-        ckpt = load_checkpoint(path)
+        ckpt = _load_vqtk_checkpoint(p, registry)
         recipe = recipe_of(ckpt, registry)
         model = build_vqgan(recipe, registry)
         load_state_strict(model, ckpt.tokenizer_state(), str(ckpt.path))
@@ -129,3 +129,14 @@ def load(
     model = model.to(device=device, dtype=dtype or torch.float32).eval()
     model.recipe = recipe  # type: ignore[attr-defined]
     return model
+
+
+def _load_vqtk_checkpoint(path: Path, registry: Registry) -> Checkpoint:
+    """:func:`load_checkpoint`, saying which converters were asked about a foreign-looking file."""
+    try:
+        return load_checkpoint(path)
+    except VqtkError as exc:
+        if not path.is_file() or path.suffix == ".safetensors":
+            raise
+        names = ", ".join(s.name for s in registry.converters()) or "none installed"
+        raise VqtkError(f"{exc}; no converter recognises this file either (converters: {names})") from None

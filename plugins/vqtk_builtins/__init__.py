@@ -15,7 +15,7 @@ import importlib
 
 from vqtk.registry import hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 FAMILIES = ("autoencoders", "quantizers", "discriminators", "losses", "data", "priors")
 
@@ -24,3 +24,8 @@ FAMILIES = ("autoencoders", "quantizers", "discriminators", "losses", "data", "p
 def vqtk_register_components(register):
     for family in FAMILIES:
         importlib.import_module(f"{__name__}.{family}").register_components(register)
+
+
+@hookimpl
+def vqtk_register_converters(register):
+    importlib.import_module(f"{__name__}.converters").register_converters(register)

@@ -10,7 +10,7 @@ from toy_plugin import TOY_RECIPE
 
 from vqtk.errors import VqtkError
 from vqtk.recipe import load_recipe
-from vqtk.io import checkpoint as ckpt_mod
+from vqtk.io import files as files_mod
 from vqtk.io.checkpoint import load_checkpoint
 from vqtk.train.stage1 import Stage1Trainer
 
@@ -69,18 +69,18 @@ def test_kill_during_checkpoint_write_keeps_last_loadable(tmp_path, toy_registry
     trainer.run()
     good = load_checkpoint(out).path
 
-    real = ckpt_mod.save_file
+    real = files_mod.save_file
 
     def dies_midway(tensors, path, metadata=None):
         with open(path, "wb") as f:
             f.write(b"\x00" * 10)  # a torn write
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ckpt_mod, "save_file", dies_midway)
+    monkeypatch.setattr(files_mod, "save_file", dies_midway)
     trainer.step = 5
     with pytest.raises(OSError):
         trainer.save()
-    monkeypatch.setattr(ckpt_mod, "save_file", real)
+    monkeypatch.setattr(files_mod, "save_file", real)
     again = load_checkpoint(out)
     assert again.path == good and again.step == 2
     assert torch.equal(again.state_dict("model")["quant_conv.weight"], trainer.model.quant_conv.weight.detach())

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqtk.interfaces import Quantizer, QuantizerOutput
-from vqtk.train.codebook_health import CodebookHealth, RestartableQuantizer, supports_restart
+from vqtk.interfaces import Quantizer, QuantizerOutput, RestartableQuantizer
+from vqtk.train.codebook_health import CodebookHealth, supports_restart
 
 
 def _idx(*codes: int) -> torch.Tensor:
@@ -18,8 +18,8 @@ def _idx(*codes: int) -> torch.Tensor:
     return torch.tensor(codes).view(1, 1, -1)
 
 
-class ToyVQ(Quantizer):
-    """Nearest-code quantizer with a gradient-trained codebook; implements the restart protocol."""
+class NearestCode(Quantizer):
+    """Nearest-code quantizer with a gradient-trained codebook; does not declare restarts."""
 
     def __init__(self, *, dim: int, codebook_size: int, init: torch.Tensor):
         super().__init__()
@@ -40,13 +40,27 @@ class ToyVQ(Quantizer):
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         return self.codebook[indices].permute(0, 3, 1, 2)
 
+
+class ToyVQ(NearestCode, RestartableQuantizer):
+    """:class:`NearestCode` declaring the restart capability."""
+
     @torch.no_grad()
     def restart_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None:
         self.codebook[code_ids] = vectors.to(self.codebook.dtype)
 
 
-class PlainQuantizer(ToyVQ):
-    restart_codes = None  # type: ignore[assignment]  # opts out of the protocol
+class PlainQuantizer(NearestCode):
+    """Has a ``restart_codes`` method but does not declare the capability: never restarted."""
+
+    def restart_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        raise AssertionError("called without the declared capability")
+
+
+class SometimesRestartable(ToyVQ):
+    """Declares the capability but opts out per instance."""
+
+    def supports_restarts(self) -> bool:
+        return False
 
 
 def test_window_usage_and_dead_codes_on_a_constructed_sequence():
@@ -182,10 +196,12 @@ def test_check_reports_restarted_codes_and_gives_them_a_full_window():
     assert "codebook/restarted_codes" not in h.check(quantizer=q)
 
 
-def test_restart_without_protocol_warns_once_and_changes_nothing(caplog):
-    q = PlainQuantizer(dim=2, codebook_size=4, init=torch.zeros(4, 2))
+@pytest.mark.parametrize("kind", [PlainQuantizer, SometimesRestartable])
+def test_restart_without_the_capability_warns_once_and_changes_nothing(caplog, kind):
+    q = kind(dim=2, codebook_size=4, init=torch.zeros(4, 2))
     assert not supports_restart(q) and supports_restart(ToyVQ(dim=2, codebook_size=1, init=torch.zeros(1, 2)))
     assert isinstance(ToyVQ(dim=2, codebook_size=1, init=torch.zeros(1, 2)), RestartableQuantizer)
+    assert not isinstance(PlainQuantizer(dim=2, codebook_size=1, init=torch.zeros(1, 2)), RestartableQuantizer)
     h = CodebookHealth(codebook_size=4, window=1, restart_dead_codes=True)
     with caplog.at_level(logging.WARNING, logger="vqtk"):
         for step in (1, 2):
@@ -193,7 +209,7 @@ def test_restart_without_protocol_warns_once_and_changes_nothing(caplog):
             r = h.check(quantizer=q)
     assert "codebook/restarted_codes" not in r and torch.equal(q.codebook, torch.zeros(4, 2))
     messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 1 and "PlainQuantizer has no restart_codes" in messages[0]
+    assert len(messages) == 1 and f"{kind.__name__} does not support restarts" in messages[0]
 
 
 def test_state_dict_round_trip_continues_identically():
@@ -237,6 +253,7 @@ def test_observe_never_synchronises_on_cuda():
     ("vq", {"dim": 8, "codebook_size": 32}),
     ("factorized", {"dim": 8, "codebook_size": 32, "codebook_dim": 4}),
     ("ema_vq", {"dim": 8, "codebook_size": 32}),
+    ("residual", {"dim": 8, "codebook_size": 32, "num_quantizers": 2}),
 ])
 def test_builtin_quantizers_follow_the_protocol_when_they_implement_it(builtins_registry, kind, options, caplog):
     spec = builtins_registry.get("quantizer", kind)
@@ -253,8 +270,22 @@ def test_builtin_quantizers_follow_the_protocol_when_they_implement_it(builtins_
         before = {k: v.clone() for k, v in q.state_dict().items()}
         with caplog.at_level(logging.WARNING, logger="vqtk"):
             assert "codebook/restarted_codes" not in h.check(quantizer=q)
-        assert "has no restart_codes" in caplog.text
+        assert "does not support restarts" in caplog.text
         assert all(torch.equal(before[k], v) for k, v in q.state_dict().items())
+
+
+def test_ema_vq_declares_restarts_and_decides_per_instance(builtins_registry):
+    def make(kind, **options):
+        spec = builtins_registry.get("quantizer", kind)
+        return spec.create(spec.config(dim=4, codebook_size=8, **options))
+
+    single, layered = make("ema_vq"), make("residual", num_quantizers=2)
+    assert isinstance(single, RestartableQuantizer) and isinstance(layered, RestartableQuantizer)
+    assert single.supports_restarts() and supports_restart(single)
+    # residual layers' codes live in residual space: declared, but this instance says no
+    assert not layered.supports_restarts() and not supports_restart(layered)
+    with pytest.raises(ValueError, match="cannot restart codes"):
+        layered.restart_codes(torch.tensor([0]), torch.zeros(1, 4))
 
 
 def _ddp_rank(rank: int, init_file: str, result_dir: str) -> None:

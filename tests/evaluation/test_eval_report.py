@@ -19,8 +19,12 @@ from tiny_recipe import TINY  # noqa: E402
 from vqtk.cli import _Parser, eval_cmd  # noqa: E402
 from vqtk.errors import RecipeError, VqtkError  # noqa: E402
 from vqtk.evaluation import compare, fid  # noqa: E402
-from vqtk.evaluation.metrics import LPIPSMetric, Unavailable, build_lpips_metric  # noqa: E402
-from vqtk.evaluation.report import code_histogram_image, pick_indices, run_evaluation  # noqa: E402
+from vqtk.evaluation.loop import evaluate, pick_indices  # noqa: E402
+from vqtk.evaluation.metrics import Unavailable  # noqa: E402
+from vqtk.evaluation.perceptual import LPIPSMetric, build_lpips_metric  # noqa: E402
+from vqtk.evaluation.plots import code_histogram_image  # noqa: E402
+from vqtk.evaluation.report import metrics_section, write_json  # noqa: E402
+from vqtk.evaluation.run import run_evaluation  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,8 +83,8 @@ def test_report_fields_values_and_pictures(env, tmp_path, capsys):
 
     # the same numbers, recomputed here from the model and the eval set
     from vqtk.build import build_data
+    from vqtk.measure import psnr
     from vqtk.pretrained import load
-    from vqtk.train.stage1 import psnr
 
     model = load(env, device="cpu")
     x = torch.stack([build_data(model.recipe).eval_set()[i] for i in range(4)])
@@ -136,16 +140,25 @@ def test_data_overrides_max_images_and_image_folders(env, tmp_path):
 def test_user_errors_are_one_line_vqtk_errors(env, tmp_path):
     with pytest.raises(RecipeError, match=r"data\.bogus"):
         run_evaluation(env, out=tmp_path / "r.json", data_overrides=["bogus=1"])
+    with pytest.raises(RecipeError, match=r"data\.bogus"):
+        vqtk_eval(env, "--out", tmp_path / "r.json", "--data", "bogus=1")
     with pytest.raises(VqtkError, match="--data: expected KEY=VALUE, got 'eval_crops'"):
-        run_evaluation(env, out=tmp_path / "r.json", data_overrides=["eval_crops"])
+        vqtk_eval(env, "--out", tmp_path / "r.json", "--data", "eval_crops")
     with pytest.raises(VqtkError, match="--data-path: no such folder"):
-        run_evaluation(env, out=tmp_path / "r.json", data_path=str(tmp_path / "missing"))
+        vqtk_eval(env, "--out", tmp_path / "r.json", "--data-path", tmp_path / "missing")
     with pytest.raises(VqtkError, match="--out: the report is JSON"):
-        run_evaluation(env, out=tmp_path / "r.txt")
+        vqtk_eval(env, "--out", tmp_path / "r.txt")
     with pytest.raises(VqtkError, match="--inception-weights: no such file"):
-        run_evaluation(env, out=tmp_path / "r.json", inception_weights=str(tmp_path / "nope.pth"))
+        vqtk_eval(env, "--out", tmp_path / "r.json", "--inception-weights", tmp_path / "nope.pth")
     with pytest.raises(VqtkError, match="--lpips-weights: no such file"):
-        run_evaluation(env, out=tmp_path / "r.json", lpips_weights=str(tmp_path / "nope.pth"))
+        vqtk_eval(env, "--out", tmp_path / "r.json", "--lpips-weights", tmp_path / "nope.pth")
+    with pytest.raises(VqtkError, match="--batch-size: must be > 0, got 0"):
+        vqtk_eval(env, "--batch-size", 0)
+    with pytest.raises(VqtkError, match="--max-images: must be > 0, got -1"):
+        vqtk_eval(env, "--max-images", -1)
+    with pytest.raises(VqtkError, match="--workers: must be >= 0"):
+        vqtk_eval(env, "--workers", -2)
+    assert not (tmp_path / "r.json").exists()  # every check runs before anything is evaluated
     with pytest.raises(VqtkError, match="give a checkpoint to evaluate"):
         vqtk_eval()
     with pytest.raises(VqtkError, match="--device: 'gpu0' is not a device"):
@@ -263,8 +276,9 @@ def test_lpips_uses_the_registered_loss_with_pretrained_backbones_only(builtins_
     assert metric.distance(a, a).abs().max() < 1e-6
     from vqtk.registry import Registry
 
+    assert metric.implementation == "loss component 'lpips' of plugin 'builtins' (lpips package, v0.1)"
     empty = build_lpips_metric(registry=Registry())
-    assert isinstance(empty, Unavailable) and "no loss component named 'lpips'" in empty.reason
+    assert isinstance(empty, Unavailable) and "implements vqtk.interfaces.PerceptualDistance" in empty.reason
 
 
 def test_histogram_picture_for_many_codes_and_codebooks():
@@ -279,7 +293,6 @@ def test_histogram_picture_for_many_codes_and_codebooks():
 
 def test_multi_codebook_quantizer_is_scored_per_codebook(builtins_registry, tmp_path):
     from vqtk.build import build_data, build_vqgan
-    from vqtk.evaluation.report import evaluate, metrics_section
     from vqtk.recipe import load_recipe
 
     (tmp_path / "tiny.toml").write_text(TINY)
@@ -303,7 +316,117 @@ def test_multi_codebook_quantizer_is_scored_per_codebook(builtins_registry, tmp_
 
 
 def test_non_finite_numbers_are_written_as_null(tmp_path):
-    from vqtk.evaluation.report import write_json
-
     path = write_json({"metrics": {"psnr": {"value": float("nan"), "per": [1.0, float("inf")]}}}, tmp_path / "r.json")
     assert json.loads(path.read_text()) == {"metrics": {"psnr": {"value": None, "per": [1.0, None]}}}
+
+
+def _tiny_model_and_set(registry, tmp_path):
+    from vqtk.build import build_data, build_vqgan
+    from vqtk.recipe import load_recipe
+
+    (tmp_path / "tiny.toml").write_text(TINY)
+    recipe, _ = load_recipe(tmp_path / "tiny.toml", [], registry)
+    torch.manual_seed(0)
+    return recipe, build_vqgan(recipe, registry).eval(), build_data(recipe, registry).eval_set()
+
+
+class _Labelled(torch.utils.data.Dataset):
+    """Items of ``dataset`` as ``[image, label]`` lists (or tuples)."""
+
+    def __init__(self, dataset, kind=list):
+        self.dataset, self.kind = dataset, kind
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return self.kind([self.dataset[i], i % 2])
+
+
+@pytest.mark.parametrize("kind", [list, tuple])
+def test_evaluation_takes_image_label_items_as_lists_or_tuples(builtins_registry, tmp_path, kind):
+    _, model, dataset = _tiny_model_and_set(builtins_registry, tmp_path)
+    plain = evaluate(model, dataset, batch_size=3)
+    labelled = evaluate(model, _Labelled(dataset, kind), batch_size=3)
+    assert labelled.images == plain.images == 4
+    assert torch.equal(labelled.psnr, plain.psnr) and torch.equal(labelled.counts, plain.counts)
+    assert torch.equal(labelled.grid_real, plain.grid_real)
+
+
+def test_data_section_reports_skipped_files_the_source_declares():
+    from vqtk.evaluation.report import data_section
+    from vqtk.interfaces import DataSource
+
+    class Skipping(DataSource):
+        resolution = 16
+
+        def __init__(self, skipped):
+            self.skipped = skipped
+
+        def train_set(self):
+            return []
+
+        def eval_set(self):
+            return []
+
+        def skipped_files(self):
+            return self.skipped
+
+    recipe = types.SimpleNamespace(data=types.SimpleNamespace(type="mine"))
+    assert "skipped_unreadable" not in data_section(recipe, Skipping(0), 3)
+    section = data_section(recipe, Skipping(2), 3, overrides=["a=1"])
+    assert section == {"source": "mine", "description": "Skipping", "resolution": 16, "set_size": 3,
+                       "overrides": ["a=1"], "path": None, "skipped_unreadable": 2}
+
+
+def test_perceptual_loss_is_found_by_its_capability_not_its_name():
+    from vqtk import hookimpl
+    from vqtk.interfaces import Loss, LossTerm, PerceptualDistance
+    from vqtk.registry import Registry
+
+    class MeanGap(Loss, PerceptualDistance):
+        distance_implementation = "mean absolute gap"
+
+        def __init__(self, *, scale: float = 1.0):
+            super().__init__()
+            self.scale = scale
+
+        @classmethod
+        def evaluation_options(cls, config, *, weights=None):
+            return type(config)(scale=2.0)  # evaluation options come from the class
+
+        def distance(self, a, b):
+            return self.scale * (a - b).abs().flatten(1).mean(1)
+
+        def generator_loss(self, inputs):
+            return LossTerm(value=self.distance(inputs.real, inputs.reconstruction).mean())
+
+    class Plugin:
+        @hookimpl
+        def vqtk_register_components(self, register):
+            register("loss", "mean_gap", MeanGap)
+
+    registry = Registry()
+    registry.register_plugin(Plugin(), "gaps")
+    recipe = types.SimpleNamespace(loss={"pixel": types.SimpleNamespace(type="l1", config=None),
+                                         "perceptual": types.SimpleNamespace(
+                                             type="mean_gap", config=registry.get("loss", "mean_gap").config())})
+    for r in (recipe, None):  # the recipe's loss, or the registered one with its defaults
+        metric = build_lpips_metric(recipe=r, registry=registry)
+        assert isinstance(metric, LPIPSMetric) and metric.config == {"scale": 2.0}
+        assert metric.implementation == "loss component 'mean_gap' of plugin 'gaps' (mean absolute gap)"
+        a = torch.zeros(2, 3, 4, 4)
+        assert metric.distance(a, a + 0.5).tolist() == [1.0, 1.0]
+    # a loss without the capability is never taken for LPIPS, whatever its name
+    from vqtk_builtins.losses import L1Loss
+
+    class Impostor:
+        @hookimpl
+        def vqtk_register_components(self, register):
+            register("loss", "lpips", L1Loss)
+
+    named_lpips = Registry()
+    named_lpips.register_plugin(Impostor(), "impostor")
+    recipe = types.SimpleNamespace(loss={"lpips": types.SimpleNamespace(type="lpips", config=None)})
+    missing = build_lpips_metric(recipe=recipe, registry=named_lpips)
+    assert isinstance(missing, Unavailable) and "PerceptualDistance" in missing.reason

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 import types
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 import taming_reference as ref
+from vqtk.cli import main
 
 #: the tiny taming configuration of the tests (ddconfig ch 32, ch_mult [1, 2], ...)
 TINY = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_levels={1}, z_channels=8, embed_dim=8, n_embed=16,
@@ -139,37 +139,9 @@ class RunsShellCommand:
 # -- CLI ------------------------------------------------------------------------------------
 
 
-def convert_is_wired() -> bool:
-    """Whether ``vqtk convert`` is registered in the main CLI."""
-    from vqtk.cli import build_parser
-
-    parser = build_parser()
-    return any("convert" in (getattr(a, "choices", None) or {}) for a in parser._subparsers._group_actions)
-
-
 def run_cli(argv: list[str]) -> int:
-    """Run a command line like ``vqtk`` does (exit status; errors printed as ``vqtk: error: ...``).
-
-    ``convert`` goes through ``vqtk.cli.main`` once it is wired there; until then
-    through ``convert_cmd.add_commands`` on a parser of the same shape.
-    """
-    from vqtk.cli import main
-
-    if argv[0] != "convert" or convert_is_wired():
-        return main(argv)
-    from vqtk.cli import convert_cmd
-    from vqtk.errors import VqtkError
-
-    parser = argparse.ArgumentParser(prog="vqtk")
-    sub = parser.add_subparsers(dest="command")
-    convert_cmd.add_commands(sub)
-    try:
-        args = parser.parse_args(argv)
-        return int(args.func(args) or 0)
-    except VqtkError as exc:
-        for line in str(exc).splitlines():
-            print(f"vqtk: error: {line}", file=sys.stderr)
-        return exc.exit_code
+    """Run a command line like ``vqtk`` does (exit status; errors printed as ``vqtk: error: ...``)."""
+    return main(argv)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from taming_fixtures import (  # noqa: F401 - registry is a fixture
     tiny_taming_state,
 )
 from vqtk.errors import VqtkError
-from vqtk.interop.taming import convert_taming
+from vqtk_builtins.converters.taming_convert import convert_taming
 
 ATOL = RTOL = 1e-5
 

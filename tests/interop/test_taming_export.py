@@ -9,7 +9,7 @@ import torch
 
 from taming_fixtures import TINY_YAML, registry, run_cli, tiny_taming_state  # noqa: F401 - registry is a fixture
 from vqtk.errors import VqtkError
-from vqtk.interop.taming import convert_taming, export_taming
+from vqtk_builtins.converters.taming_convert import convert_taming, export_taming
 
 
 @pytest.mark.parametrize("actnorm", [False, True], ids=["batchnorm", "actnorm"])
@@ -56,7 +56,7 @@ def _vqtk_checkpoint(tmp_path, changes: dict, registry):
     import tomllib
 
     from vqtk.build import build_discriminator, build_vqgan
-    from vqtk.interop.taming import validated_recipe
+    from vqtk_builtins.converters.taming_recipe import validated_recipe
     from vqtk.recipe import dump_toml
     from vqtk.io.checkpoint import save_checkpoint
 

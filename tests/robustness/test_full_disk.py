@@ -14,6 +14,7 @@ from robust_helpers import assert_clean_failure
 from safetensors import SafetensorError
 
 import vqtk.io.checkpoint as ckpt_mod
+import vqtk.io.files as files_mod
 from vqtk.io.checkpoint import LAST, load_checkpoint
 
 RUN = ["--no-progress", "train.steps=6", "train.checkpoint_every=2", "train.image_every=100"]
@@ -46,7 +47,7 @@ def _full_disk():
 def test_disk_full_while_writing_a_checkpoint(tiny, cli, tmp_path, monkeypatch, call, file):
     # save_file calls: step 2 model (1), state (2); step 4 model (3), state (4)
     out = tmp_path / "run"
-    fail_on_call(monkeypatch, ckpt_mod, "save_file", call, _full_disk())
+    fail_on_call(monkeypatch, files_mod, "save_file", call, _full_disk())
     result = cli("run", tiny, "--out", out, *RUN)
     assert_clean_failure(result)
     partial = out / "checkpoints" / "step_000004.partial"
@@ -114,7 +115,7 @@ def test_save_checkpoint_failure_keeps_the_previous_one_loadable(tmp_path, monke
     before = load_checkpoint(root)
     with torch.no_grad():
         modules["model"].weight.add_(1)
-    fail_on_call(monkeypatch, ckpt_mod, "save_file", 1, _full_disk())
+    fail_on_call(monkeypatch, files_mod, "save_file", 1, _full_disk())
     with pytest.raises(OSError) as info:
         ckpt_mod.save_checkpoint(root, 2, modules, {"recipe": ""}, {"step": 2})
     assert info.value.errno == errno.ENOSPC and info.value.filename.endswith("step_000002.partial/model.safetensors")

@@ -15,8 +15,18 @@ import sys
 import traceback
 from typing import Optional, Sequence
 
+from vqtk.cli import (
+    convert_cmd,
+    describe_cmd,
+    eval_cmd,
+    inspect_cmds,
+    reconstruct_cmd,
+    run_cmd,
+    sample_cmd,
+)
 from vqtk.errors import PluginBug, VqtkError
-
+from vqtk.registry import default_registry
+from vqtk.version import __version__
 
 try:  # CUDA's out-of-memory error (a RuntimeError); plain RAM exhaustion is a MemoryError
     from torch import OutOfMemoryError as _TorchOOM
@@ -33,17 +43,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vqtk import __version__
-    from vqtk.cli import (
-        convert_cmd,
-        describe_cmd,
-        eval_cmd,
-        inspect_cmds,
-        reconstruct_cmd,
-        run_cmd,
-        sample_cmd,
-    )
-
     parser = _Parser(prog="vqtk", description="Train and use VQGAN image tokenizers from TOML recipes.")
     parser.add_argument("--version", action="version", version=f"vqtk {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -111,8 +110,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _culprit(exc: BaseException) -> str:
     """Who the traceback of a bug points at: the innermost plugin frame, else vqtk."""
-    from vqtk.registry import default_registry
-
     registry = default_registry()
     tb = exc.__traceback__
     found = None

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import textwrap
 
+from vqtk.errors import VqtkError
 from vqtk.interfaces import KINDS
+from vqtk.registry import default_registry
+from vqtk.registry.describe import fields_of, markdown
 
 
 def add_commands(sub) -> None:
@@ -17,8 +20,6 @@ def add_commands(sub) -> None:
 
 
 def _text(spec) -> str:
-    from vqtk.registry.describe import fields_of
-
     origin = spec.origin
     record_lines = [f"{spec.kind} {spec.name!r}  [{origin}]", f"  {spec.doc}" if spec.doc else ""]
     rows = fields_of(spec)
@@ -34,10 +35,6 @@ def _text(spec) -> str:
 
 
 def cmd_describe(args) -> int:
-    from vqtk.errors import VqtkError
-    from vqtk.registry import default_registry
-    from vqtk.registry.describe import markdown
-
     registry = default_registry()
     if args.all:
         if args.name:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from vqtk.errors import VqtkError
+from vqtk.evaluation.compare import compare_files, compare_table
+from vqtk.evaluation.run import run_evaluation
 
 
 def add_commands(sub) -> None:
@@ -39,30 +43,44 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    if args.compare:
-        if args.checkpoint:
-            raise VqtkError("--compare: takes report files only; drop the checkpoint argument")
-        from vqtk.evaluation.compare import compare_files
-
-        print(compare_files(args.compare))
-        return 0
-    if not args.checkpoint:
-        raise VqtkError("eval: give a checkpoint to evaluate, or --compare REPORT.json ...")
+def check_options(args: argparse.Namespace) -> None:
+    """One-line errors for option values ``vqtk eval`` cannot use, before anything is loaded."""
+    if args.batch_size <= 0:
+        raise VqtkError(f"--batch-size: must be > 0, got {args.batch_size}")
+    if args.max_images is not None and args.max_images <= 0:
+        raise VqtkError(f"--max-images: must be > 0, got {args.max_images}")
     if args.workers < 0:
         raise VqtkError(f"--workers: must be >= 0, got {args.workers}")
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise VqtkError(f"--out: the report is JSON, give a path ending in .json (got {out})")
+    for item in args.data:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise VqtkError(f"--data: expected KEY=VALUE, got {item!r}")
+    if args.data_path is not None and not Path(args.data_path).expanduser().is_dir():
+        raise VqtkError(f"--data-path: no such folder {args.data_path}")
+    for option, path in (("--lpips-weights", args.lpips_weights), ("--inception-weights", args.inception_weights)):
+        if path is not None and not Path(path).expanduser().is_file():
+            raise VqtkError(f"{option}: no such file {path}")
     if args.device is not None:
-        import torch
-
         try:
             device = torch.device(args.device)
         except RuntimeError:
             raise VqtkError(f"--device: {args.device!r} is not a device (cpu, cuda, cuda:N)") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise VqtkError(f"--device: {args.device!r} requested but CUDA is not available here")
-    from vqtk.evaluation.compare import compare_table
-    from vqtk.evaluation.report import run_evaluation
 
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if args.compare:
+        if args.checkpoint:
+            raise VqtkError("--compare: takes report files only; drop the checkpoint argument")
+        print(compare_files(args.compare))
+        return 0
+    if not args.checkpoint:
+        raise VqtkError("eval: give a checkpoint to evaluate, or --compare REPORT.json ...")
+    check_options(args)
     report = run_evaluation(
         args.checkpoint,
         out=args.out,

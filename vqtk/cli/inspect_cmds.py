@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from vqtk.build import (
+    build_data,
+    build_discriminator,
+    build_losses,
+    build_prior,
+    build_vqgan,
+    check_data_fits,
+    check_prior_fits,
+    component_origins,
+    count_parameters,
+    probe_shapes,
+)
+from vqtk.errors import MissingFileError, VqtkError
 from vqtk.interfaces import KINDS
+from vqtk.recipe import dump_toml, load_recipe
+from vqtk.registry import default_registry
 
 
 def add_recipe_args(p: argparse.ArgumentParser) -> None:
@@ -30,8 +45,6 @@ def add_commands(sub) -> None:
 
 
 def cmd_show(args) -> int:
-    from vqtk.recipe import dump_toml, load_recipe
-
     _, resolved = load_recipe(args.recipe, args.overrides)
     print(dump_toml(resolved), end="")
     return 0
@@ -42,20 +55,6 @@ def _millions(n: int) -> str:
 
 
 def cmd_check(args) -> int:
-    from vqtk.build import (
-        build_data,
-        build_discriminator,
-        build_losses,
-        build_prior,
-        build_vqgan,
-        check_data_fits,
-        component_origins,
-        count_parameters,
-        probe_shapes,
-    )
-    from vqtk.errors import MissingFileError, VqtkError
-    from vqtk.recipe import load_recipe
-
     recipe, _ = load_recipe(args.recipe, args.overrides)
     model = build_vqgan(recipe)
     disc = build_discriminator(recipe)
@@ -97,13 +96,14 @@ def cmd_check(args) -> int:
           f"(downsampling {model.downsample_factor}), {codes}, {q.bits_per_position:.1f} bits per position")
     print(f"indices per image: {tuple(shapes['indices'][1:])}")
     if "discriminator" in shapes:
-        print(f"discriminator output: {tuple(shapes['discriminator'][1:])}")
+        maps = shapes["discriminator"]
+        maps = maps if isinstance(maps, list) else [maps]
+        print("discriminator output: " + ", ".join(str(tuple(m[1:])) for m in maps)
+              + (f" ({len(maps)} scales)" if len(maps) > 1 else ""))
     if losses:
         print("losses: " + ", ".join(f"{e.name} ({type(e.loss).__name__}, weight {e.weight:g})" for e in losses))
     print(f"data: {data.describe()}")
     if recipe.prior is not None:
-        from vqtk.train.stage2 import check_prior_fits
-
         prior = build_prior(recipe, model, data.resolution)
         check_prior_fits(prior, model, model.latent_grid(data.resolution, data.resolution),
                          recipe.model.quantizer.type)
@@ -116,8 +116,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from vqtk.registry import default_registry
-
     registry = default_registry()
     specs = registry.components(args.kind)
     kind_w = max([len(s.kind) for s in specs] + [4])
@@ -133,8 +131,6 @@ def cmd_list(args) -> int:
 
 
 def cmd_plugins(args) -> int:
-    from vqtk.registry import default_registry
-
     registry = default_registry()
     if not registry.plugins:
         print("no plugins loaded")
@@ -147,4 +143,6 @@ def cmd_plugins(args) -> int:
             by_kind.setdefault(kind, []).append(name)
         for kind, names in by_kind.items():
             print(f"  {kind}: {', '.join(names)}")
+        if p.converters:
+            print(f"  converters: {', '.join(p.converters)}")
     return 0

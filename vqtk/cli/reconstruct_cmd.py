@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vqtk.errors import VqtkError
+import torch
+from PIL import Image, UnidentifiedImageError
 
+from vqtk.errors import VqtkError
+from vqtk.evaluation.run import data_resolution
+from vqtk.io.images import save_grid, save_png, to_uint8
+from vqtk.measure import psnr
+from vqtk.pretrained import load
+from vqtk.train.environment import pick_device
 
 #: largest --size accepted: a square image of this side already takes gigabytes
 MAX_SIZE = 8192
@@ -24,9 +31,6 @@ def add_commands(sub) -> None:
 
 
 def _load_image(path: Path, size: int, factor: int):
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
@@ -44,14 +48,6 @@ def _load_image(path: Path, size: int, factor: int):
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    import torch
-
-    from vqtk.pretrained import load
-    from vqtk.io.images import save_grid, save_png, to_uint8
-    from vqtk.train.stage1 import psnr
-
-    from vqtk.train.environment import pick_device
-
     if args.size is not None and not 0 < args.size <= MAX_SIZE:
         raise VqtkError(f"--size: must be between 1 and {MAX_SIZE}, got {args.size}")
     device = pick_device(args.device, "--device") if args.device else None
@@ -59,7 +55,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise VqtkError(f"--out {out}: exists and is not a folder")
     model = load(args.checkpoint, device=device)
-    size = args.size if args.size is not None else getattr(model.recipe.data.config, "resolution", None) or 256
+    size = args.size if args.size is not None else data_resolution(model.recipe)
     f = model.downsample_factor
     if size % f:
         raise VqtkError(f"--size: {size} must be a positive multiple of the downsampling factor {f}")
@@ -71,8 +67,6 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         with torch.no_grad():
             indices = model.encode_to_indices(x)
             rec = model.decode_indices(indices).float().clamp(-1, 1)
-        from PIL import Image
-
         save_png(Image.fromarray(to_uint8(rec)[0].numpy()), out / f"{path.stem}_recon.png")
         save_grid([x.cpu(), rec.cpu()], out / f"{path.stem}_compare.png")
         print(f"{path}: {tuple(indices.shape[1:])} codes, PSNR {float(psnr(x, rec)):.2f} dB -> "

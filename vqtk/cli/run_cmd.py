@@ -7,6 +7,10 @@ import logging
 from pathlib import Path
 
 from vqtk.errors import VqtkError
+from vqtk.io.checkpoint import LAST
+from vqtk.recipe import load_recipe
+from vqtk.train.stage1 import Stage1Trainer
+from vqtk.train.stage2 import Stage2Trainer
 
 log = logging.getLogger("vqtk")
 
@@ -25,14 +29,10 @@ def add_commands(sub) -> None:
 
 
 def _has_run(folder: Path) -> bool:
-    from vqtk.io.checkpoint import LAST
-
     return (folder / "checkpoints" / LAST).exists()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from vqtk.recipe import load_recipe
-
     recipe, resolved = load_recipe(args.recipe, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem
     if out.exists() and not out.is_dir():
@@ -58,15 +58,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     tokenizer = args.tokenizer
     if stage1:
-        from vqtk.train.stage1 import Stage1Trainer
-
         trainer = Stage1Trainer(recipe, resolved, out, resume=args.resume and _has_run(out),
                                 progress=not args.no_progress)
         make_out()
         tokenizer = trainer.run()
     if stage2:
-        from vqtk.train.stage2 import Stage2Trainer
-
         if tokenizer is None:
             if not _has_run(out):
                 raise VqtkError(f"--stage 2: {out} has no stage-1 checkpoint; train it first or pass --tokenizer")

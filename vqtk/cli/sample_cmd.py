@@ -6,7 +6,15 @@ import argparse
 import math
 from pathlib import Path
 
+import torch
+
+from vqtk.build import build_component, build_vqgan
 from vqtk.errors import VqtkError
+from vqtk.interfaces import SamplingOptions
+from vqtk.io.checkpoint import load_checkpoint, load_state_strict
+from vqtk.io.images import save_png, tile
+from vqtk.pretrained import recipe_of
+from vqtk.train.environment import pick_device
 
 
 def add_commands(sub) -> None:
@@ -30,24 +38,12 @@ def add_commands(sub) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from vqtk.build import build_component
-    from vqtk.interfaces import SamplingOptions
-    from vqtk.io.checkpoint import load_state_strict
-    from vqtk.pretrained import recipe_of
-    from vqtk.io.checkpoint import load_checkpoint
-    from vqtk.train.environment import pick_device
-    from vqtk.io.images import save_png, tile
-
     _check_arguments(args)
     device = pick_device(args.device or "auto", "--device")
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.metadata.get("stage") != "2":
         raise VqtkError(f"{ckpt.path}: a stage-1 (tokenizer) checkpoint; sample needs a stage-2 (prior) checkpoint")
     recipe = recipe_of(ckpt)
-    from vqtk.build import build_vqgan
-
     tokenizer = build_vqgan(recipe)
     tok_state = ckpt.state_dict("model")
     if not tok_state:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from vqtk.errors import VqtkError
+from vqtk.evaluation.report import FORMAT
 
 #: (metric key in the report, row label, better: "higher" / "lower")
 ROWS: list[tuple[str, str, str]] = [
@@ -22,8 +23,6 @@ ROWS: list[tuple[str, str, str]] = [
 
 def load_report(path: str | Path) -> dict[str, Any]:
     """A report written by ``vqtk eval``; one-line errors for missing or foreign files."""
-    from vqtk.evaluation.report import FORMAT
-
     path = Path(path)
     try:
         data = json.loads(path.read_text())

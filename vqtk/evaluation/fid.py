@@ -42,12 +42,9 @@ def hub_checkpoint_dir() -> Path:
 
 
 def find_inception_weights(explicit: Optional[str] = None) -> Optional[Path]:
-    """``explicit`` when given (it must exist), else the hub cache's file, else ``None``."""
+    """``explicit`` when given (``vqtk eval`` checked that it exists), else the hub cache's file, else ``None``."""
     if explicit is not None:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise VqtkError(f"--inception-weights: no such file {explicit}")
-        return path
+        return Path(explicit).expanduser()
     cached = hub_checkpoint_dir() / INCEPTION_FILE
     return cached if cached.is_file() else None
 

@@ -1,21 +1,21 @@
-"""Image and codebook metrics for evaluating a tokenizer, written in torch.
+"""Image and codebook metrics over a whole evaluation set, and the :class:`Unavailable` result.
 
-Image metrics take batches ``(B, C, H, W)`` on the ``[0, 1]`` scale and return
-one value per image; callers average over the set. Codebook metrics work on a
-histogram of code indices accumulated over the whole set (one row per codebook).
+SSIM takes batches ``(B, C, H, W)`` on the ``[0, 1]`` scale and returns one
+value per image; PSNR and the code histogram are :mod:`vqtk.measure`'s. The
+codebook summary works on a histogram of code indices accumulated over the
+whole set (one row per codebook).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import attrs
 import torch
 import torch.nn.functional as F
 
-from vqtk.errors import MissingFileError, VqtkError
+from vqtk.measure import check_image_pair, code_usage, entropy_bits, perplexity, used_codes
 
 #: SSIM constants of Wang et al. (2004), as in ``skimage.metrics.structural_similarity``
 #: with ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``.
@@ -23,22 +23,6 @@ SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
-
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """Images in ``[-1, 1]`` (model space) as float32 on ``[0, 1]``, clamped."""
-    return ((images.detach().float() + 1) / 2).clamp(0, 1)
-
-
-def psnr_per_image(real: torch.Tensor, fake: torch.Tensor, *, data_range: float = 1.0) -> torch.Tensor:
-    """PSNR in dB of each image pair ``(B,)``: ``10 log10(range^2 / MSE)``, MSE over all pixels and channels.
-
-    Identical images give ``10 log10(range^2 / 1e-10)`` (100 dB on ``[0, 1]``)
-    rather than infinity, so a set average stays finite.
-    """
-    _check_pair(real, fake)
-    mse = (real.float() - fake.float()).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-10))
 
 
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
@@ -69,7 +53,7 @@ def ssim_per_image(
     Raises:
         ValueError: the images are smaller than the window.
     """
-    _check_pair(real, fake)
+    check_image_pair(real, fake)
     b, c, h, w = real.shape
     if h < window or w < window:
         raise ValueError(f"SSIM needs images of at least {window}x{window} pixels, got {h}x{w}")
@@ -90,51 +74,7 @@ def ssim_per_image(
     return s.reshape(b, c, -1).mean(dim=2).mean(dim=1).float()
 
 
-def _check_pair(real: torch.Tensor, fake: torch.Tensor) -> None:
-    if real.shape != fake.shape or real.dim() != 4:
-        raise ValueError(f"expected two (B, C, H, W) batches of one shape, got {tuple(real.shape)} and {tuple(fake.shape)}")
-
-
 # -- codebook ------------------------------------------------------------------
-
-
-def code_histogram(
-    indices: torch.Tensor, *, codebook_size: int, num_codebooks: int = 1, check_range: bool = True
-) -> torch.Tensor:
-    """Counts ``(num_codebooks, codebook_size)`` (int64, on the indices' device) of a batch of indices.
-
-    ``indices`` is ``(B, h, w)`` for one codebook or ``(B, h, w, Q)`` with ``Q ==
-    num_codebooks``; row ``q`` counts codebook ``q``'s indices. ``check_range``
-    raises ``ValueError`` for an index outside ``[0, codebook_size)`` (one host
-    sync); without it the function never syncs.
-    """
-    idx = indices.detach().long()
-    if num_codebooks == 1 and idx.dim() == 3:
-        idx = idx.unsqueeze(-1)
-    if idx.dim() != 4 or idx.shape[-1] != num_codebooks:
-        raise ValueError(
-            f"expected indices (B, h, w{', ' + str(num_codebooks) if num_codebooks > 1 else ''}), "
-            f"got shape {tuple(indices.shape)}"
-        )
-    flat = idx.reshape(-1, num_codebooks)
-    if check_range and flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= codebook_size):
-        raise ValueError(
-            f"indices out of range for a codebook of {codebook_size} codes "
-            f"(min {int(flat.min())}, max {int(flat.max())})"
-        )
-    offsets = torch.arange(num_codebooks, device=flat.device) * codebook_size
-    counts = torch.bincount((flat + offsets).reshape(-1), minlength=num_codebooks * codebook_size)
-    return counts.reshape(num_codebooks, codebook_size)
-
-
-def entropy_bits(counts: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy in bits of each row of a histogram ``(Q, K)`` -> ``(Q,)`` (float64).
-
-    ``H = -sum p log2 p`` with ``p = counts / counts.sum()``; empty codes add 0.
-    """
-    c = counts.double()
-    p = c / c.sum(dim=-1, keepdim=True).clamp_min(1)
-    return -(torch.where(p > 0, p * torch.log2(p), torch.zeros_like(p))).sum(dim=-1)
 
 
 def codebook_statistics(counts: torch.Tensor) -> dict[str, list[float] | list[int] | float]:
@@ -151,13 +91,11 @@ def codebook_statistics(counts: torch.Tensor) -> dict[str, list[float] | list[in
     counts = counts.detach().cpu().long()
     if counts.dim() == 1:
         counts = counts.unsqueeze(0)
-    used = (counts > 0).sum(dim=1)
-    h = entropy_bits(counts)
     stats: dict[str, list[float] | list[int] | float] = {
-        "used_codes": [int(u) for u in used],
-        "usage": [float(u) / counts.shape[1] for u in used],
-        "entropy_bits": [float(v) for v in h],
-        "perplexity": [float(2.0**v) for v in h],
+        "used_codes": used_codes(counts).tolist(),
+        "usage": code_usage(counts, dtype=torch.float64).tolist(),
+        "entropy_bits": entropy_bits(counts).tolist(),
+        "perplexity": perplexity(counts).tolist(),
         "positions": int(counts[0].sum()),
     }
     for key in ("usage", "entropy_bits", "perplexity"):
@@ -169,7 +107,7 @@ def _mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values) if values else float("nan")
 
 
-# -- LPIPS -----------------------------------------------------------------------
+# -- results ---------------------------------------------------------------------
 
 
 @attrs.define
@@ -180,71 +118,3 @@ class Unavailable:
 
     def as_dict(self) -> dict[str, Any]:
         return {"available": False, "reason": self.reason}
-
-
-@attrs.define(eq=False)
-class LPIPSMetric:
-    """LPIPS through the registered ``lpips`` loss, with pretrained backbone weights only.
-
-    ``distance(real, fake)`` takes images in ``[-1, 1]`` and returns ``(B,)``.
-    """
-
-    loss: Any
-    plugin: str
-    config: dict[str, Any]
-
-    def distance(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        return self.loss.distance(real, fake).detach().float().reshape(-1)
-
-    def to(self, device: torch.device) -> "LPIPSMetric":
-        self.loss.to(device)
-        return self
-
-
-def build_lpips_metric(
-    *, recipe: Any = None, registry: Any = None, backbone_weights: Optional[str] = None
-) -> LPIPSMetric | Unavailable:
-    """The ``lpips`` loss component as a metric, or :class:`Unavailable` saying why not.
-
-    The options (``net``, ``backbone_weights``) come from the recipe's own
-    ``lpips`` loss when it has one, else the component's defaults;
-    ``backbone_weights`` overrides the file. A recipe that trained with
-    ``pretrained_backbone = false`` is still evaluated with the pretrained
-    backbone: a random backbone is never reported as LPIPS.
-
-    Raises:
-        VqtkError: ``backbone_weights`` names a file that does not exist.
-    """
-    from vqtk.registry import default_registry
-
-    registry = registry or default_registry()
-    if backbone_weights is not None and not Path(backbone_weights).expanduser().is_file():
-        raise VqtkError(f"--lpips-weights: no such file {backbone_weights}")
-    if "lpips" not in registry.names("loss"):
-        return Unavailable("no loss component named 'lpips' is registered (the built-in plugin provides it)")
-    spec = registry.get("loss", "lpips")
-    config = None
-    if recipe is not None:
-        config = next((ref.config for ref in recipe.loss.values() if ref.type == "lpips"), None)
-    try:
-        if config is None:
-            config = spec.config()
-        fields = attrs.fields_dict(type(config))
-        changes: dict[str, Any] = {}
-        if "pretrained_backbone" in fields:
-            changes["pretrained_backbone"] = True
-        if backbone_weights is not None and "backbone_weights" in fields:
-            changes["backbone_weights"] = str(Path(backbone_weights).expanduser())
-        config = attrs.evolve(config, **changes)
-        loss = spec.create(config)
-    except MissingFileError as exc:
-        return Unavailable(str(exc))
-    except (VqtkError, ValueError, TypeError) as exc:
-        return Unavailable(f"the lpips loss could not be built: {exc}")
-    if not callable(getattr(loss, "distance", None)):
-        return Unavailable(f"the 'lpips' loss of plugin {spec.plugin!r} has no distance(real, fake) method")
-    return LPIPSMetric(loss=loss, plugin=spec.plugin, config=_plain(attrs.asdict(config)))
-
-
-def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v if isinstance(v, (str, int, float, bool, type(None))) else str(v)) for k, v in d.items()}

@@ -5,6 +5,8 @@ quantizer, decoder, discriminator, loss, prior or data source must provide, and
 the typed records they return. Built-in and third-party plugins subclass them.
 """
 
+from vqtk.interfaces.capabilities import PerceptualDistance, RestartableQuantizer
+from vqtk.interfaces.converter import ConversionResult, Converter
 from vqtk.interfaces.data import DataSource
 from vqtk.interfaces.decoder import Decoder
 from vqtk.interfaces.discriminator import Discriminator, Logits, logit_maps
@@ -27,6 +29,8 @@ KINDS: dict[str, type] = {
 
 __all__ = [
     "KINDS",
+    "ConversionResult",
+    "Converter",
     "DataSource",
     "Decoder",
     "Discriminator",
@@ -36,10 +40,12 @@ __all__ = [
     "LossInputs",
     "Logits",
     "LossTerm",
+    "PerceptualDistance",
     "Prior",
     "PriorOutput",
     "Quantizer",
     "QuantizerOutput",
+    "RestartableQuantizer",
     "SamplingOptions",
     "StepAware",
     "codebook_stats",

@@ -12,8 +12,9 @@ class DataSource(abc.ABC):
     """Provides image datasets chosen by recipe, like every other component.
 
     Each dataset item is either a float tensor ``(C, H, W)`` in ``[-1, 1]`` with
-    ``H == W == resolution``, or a tuple ``(image, label)`` with an ``int`` label
-    for class-conditional data (then :attr:`num_classes` > 0).
+    ``H == W == resolution``, or a pair ``(image, label)`` (tuple or list) with an
+    ``int`` label for class-conditional data (then :attr:`num_classes` > 0);
+    :func:`vqtk.measure.split_batch` takes either apart.
     """
 
     #: arguments the assembler fills in from other parts of the recipe
@@ -30,6 +31,14 @@ class DataSource(abc.ABC):
     @abc.abstractmethod
     def eval_set(self) -> Dataset:
         """Held-out images, deterministic (no random augmentation)."""
+
+    def skipped_files(self) -> int:
+        """How many unreadable files the source has skipped so far, in this process (default 0).
+
+        Sources that skip bad files instead of failing override this;
+        ``vqtk eval`` reports a non-zero count as ``skipped_unreadable``.
+        """
+        return 0
 
     def describe(self) -> str:
         """One line for logs, e.g. ``"image folder /data/x: 1200 train, 50 eval"``."""

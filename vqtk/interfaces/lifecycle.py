@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 
+from torch import nn
+
 
 class StepAware(abc.ABC):
     """A component that follows the training clock (temperature schedules, loss ramps, warm-ups).
@@ -31,8 +33,6 @@ class StepAware(abc.ABC):
 
 def step_aware_parts(*modules: object) -> list[StepAware]:
     """Every :class:`StepAware` among ``modules`` and their submodules, each once, in order."""
-    from torch import nn
-
     seen: set[int] = set()
     found: list[StepAware] = []
     for module in modules:

@@ -42,6 +42,8 @@ class Prior(nn.Module, abc.ABC):
     codebook_size: int
     grid_size: tuple[int, int]
     num_classes: int = 0
+    #: whether it models grids with several indices per position ``(B, h, w, Q)`` (residual codes)
+    multi_index: ClassVar[bool] = False
     #: arguments the assembler takes from the tokenizer the prior models, so a recipe
     #: need not repeat them (repeating them is allowed when the values agree)
     provided_arguments: ClassVar[tuple[str, ...]] = ("codebook_size", "num_codebooks", "grid_size")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
 import math
+from typing import ClassVar
 
 import attrs
 import torch
 from torch import nn
+
+from vqtk.measure import code_histogram, code_usage, perplexity
 
 
 @attrs.define(eq=False)
@@ -34,27 +36,18 @@ class QuantizerOutput:
 
 
 def codebook_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:
-    """Perplexity and usage of a batch of indices.
+    """Perplexity and usage of a batch of indices, as :meth:`Quantizer.forward` records them.
 
-    ``indices`` is ``(..., Q)`` for ``Q`` codebooks or any shape for one codebook
-    (pass ``num_codebooks`` through the trailing dimension). Perplexity is
-    ``exp(entropy)`` of the batch's code histogram, averaged over codebooks;
-    usage is the fraction of the ``codebook_size`` codes that appear at least
-    once, averaged over codebooks. Computed without host synchronisation.
+    ``indices`` is ``(B, h, w, Q)`` for ``Q`` codebooks or ``(B, h, w)`` for one.
+    ``perplexity`` is ``2 ** entropy`` (bits) of the batch's code histogram and
+    ``usage`` the fraction of the ``codebook_size`` codes used at least once,
+    each averaged over codebooks (float32 scalars). Computed with
+    :mod:`vqtk.measure`, without host synchronisation.
     """
-    idx = indices.detach().long()
-    if idx.dim() < 4:  # (B, h, w) single codebook
-        idx = idx.unsqueeze(-1)
-    flat = idx.reshape(-1, idx.shape[-1])  # (N, Q)
-    num_q = flat.shape[1]
-    offsets = torch.arange(num_q, device=flat.device) * codebook_size
-    counts = torch.bincount((flat + offsets).reshape(-1), minlength=codebook_size * num_q)
-    counts = counts.reshape(num_q, codebook_size).float()
-    probs = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
-    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=1)
+    counts = code_histogram(indices, codebook_size)
     return {
-        "perplexity": torch.exp(entropy).mean(),
-        "usage": (counts > 0).float().mean(dim=1).mean(),
+        "perplexity": perplexity(counts, dtype=torch.float32).mean(),
+        "usage": code_usage(counts).mean(),
     }
 
 

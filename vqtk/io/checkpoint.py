@@ -21,7 +21,6 @@ silently wrong weights.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -30,17 +29,15 @@ from typing import Any, Optional
 
 import attrs
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from vqtk.errors import VqtkError
+from vqtk.io.files import DIGEST, FORMAT, fsync_dir, read_safetensors, tensor_digest, write_safetensors  # noqa: F401
+from vqtk.io.module_state import component_state, load_component_state, load_state_strict  # noqa: F401 - re-exported
 from vqtk.io.state import decode_state, encode_state
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "train_state.safetensors"
 LAST = "last"
-FORMAT = "vqtk-checkpoint-1"
-DIGEST = "sha256"
 #: metadata key (and tensor-name prefix) of non-tensor extra state
 EXTRA = "extra_state"
 _STEP_NAME = re.compile(r"step_\d+")
@@ -95,76 +92,6 @@ class Checkpoint:
             raise VqtkError(f"{self.path}: corrupt extra state ({type(exc).__name__}: {exc})") from None
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
-def _os_error(exc: BaseException, path: Path) -> Optional[OSError]:
-    """The OSError inside a safetensors error (it reports "No space left" as SafetensorError)."""
-    match = re.search(r"os error (\d+)", str(exc))
-    if match is None:
-        return None
-    code = int(match.group(1))
-    return OSError(code, os.strerror(code), str(path))
-
-
-def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    # safetensors refuses shared storage; clone views so every tensor owns its data
-    clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    try:
-        save_file(clean, str(path), metadata={**metadata, DIGEST: tensor_digest(clean)})
-    except SafetensorError as exc:
-        os_error = _os_error(exc, path)
-        if os_error is None:
-            raise
-        raise os_error from None
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def component_state(module: torch.nn.Module) -> dict[str, Any]:
-    """A component's own state: its buffers and declared extra state, not its parameters.
-
-    What a training-only component (a loss) carries from step to step (LeCam's
-    moving averages); its parameters, if any, are fixed weights such as LPIPS's
-    backbone, which the recipe rebuilds.
-    """
-    params = {name for name, _ in module.named_parameters()}
-    return {k: v for k, v in module.state_dict().items() if k not in params}
-
-
-def load_component_state(module: torch.nn.Module, state: dict[str, Any], where: str) -> None:
-    """Restore what :func:`component_state` saved, naming any mismatch."""
-    own = component_state(module)
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state)
-                   if torch.is_tensor(own[k]) and torch.is_tensor(state[k]) and own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise VqtkError(f"{where}: state does not match the component (missing {missing[:5]}, "
-                        f"unexpected {unexpected[:5]}, shape mismatch {wrong[:5]})")
-    module.load_state_dict(state, strict=False)
-
-
 def _split_extra(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors of a state dict, and the entries that are not tensors (``get_extra_state`` values)."""
     tensors = {k: v for k, v in state.items() if torch.is_tensor(v)}
@@ -201,11 +128,11 @@ def save_checkpoint(
         if extra:
             extra_tensors, meta[EXTRA] = encode_state(extra, prefix=EXTRA)
             tensors.update(extra_tensors)
-        _save_safetensors(tensors, partial / MODEL_FILE, meta)
+        write_safetensors(tensors, partial / MODEL_FILE, meta)
         if train_state is not None:
             state_tensors, skeleton = encode_state(train_state)
-            _save_safetensors(state_tensors, partial / STATE_FILE, {"format": FORMAT, "state": skeleton})
-        _fsync_dir(partial)
+            write_safetensors(state_tensors, partial / STATE_FILE, {"format": FORMAT, "state": skeleton})
+        fsync_dir(partial)
     except BaseException:
         # a full disk: give the space back; ``last`` still names the previous checkpoint
         shutil.rmtree(partial, ignore_errors=True)
@@ -219,7 +146,7 @@ def save_checkpoint(
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(partial, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     tmp = root / f"{LAST}.tmp"
     try:
         with open(tmp, "w") as f:
@@ -230,7 +157,7 @@ def save_checkpoint(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(root)
+    fsync_dir(root)
     _prune(root, keep, protect=name)
     return final
 
@@ -297,55 +224,15 @@ def load_checkpoint(path: str | Path, with_train_state: bool = False) -> Checkpo
     """Load a checkpoint's tensors and metadata (and training state) without unpickling."""
     folder = resolve_checkpoint(path)
     model_file = folder / MODEL_FILE if folder.is_dir() else folder
-    tensors, metadata = _read_safetensors(model_file)
+    tensors, metadata = read_safetensors(model_file)
     state = None
     if with_train_state:
         state_file = folder / STATE_FILE
         if not state_file.is_file():
             raise VqtkError(f"{folder}: no {STATE_FILE}; this checkpoint cannot resume training")
-        st, smeta = _read_safetensors(state_file)
+        st, smeta = read_safetensors(state_file)
         try:
             state = decode_state(st, smeta["state"])
         except (KeyError, ValueError, TypeError, AttributeError, RecursionError) as exc:
             raise VqtkError(f"{state_file}: corrupt training state ({type(exc).__name__}: {exc})") from None
     return Checkpoint(path=folder, tensors=tensors, metadata=metadata, train_state=state)
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-        tensors = load_file(str(path))
-    except FileNotFoundError:
-        raise VqtkError(f"{path}: no such file") from None
-    except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError, OverflowError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VqtkError(f"{path}: not a readable safetensors checkpoint ({reason})") from None
-    if metadata.get("format") != FORMAT:
-        raise VqtkError(f"{path}: not a vqtk checkpoint (format {metadata.get('format')!r})")
-    expected = metadata.get(DIGEST)
-    if expected is not None and tensor_digest(tensors) != expected:
-        raise VqtkError(f"{path}: damaged: its tensors do not match the checksum written with them")
-    return tensors, metadata
-
-
-def load_state_strict(module: torch.nn.Module, state: dict, where: str) -> None:
-    """Load a state dict, naming mismatched tensors in a one-line error."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state)
-                   if torch.is_tensor(own[k]) and torch.is_tensor(state[k]) and own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append("shape mismatch: " + ", ".join(
-                f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:5]))
-        if missing:
-            parts.append(f"missing {len(missing)}: {', '.join(missing[:5])}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:5])}")
-        raise VqtkError(f"{where}: weights do not match the model ({'; '.join(parts)})")
-    module.load_state_dict(state)

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import _compat_pickle
 import collections
+import io
 import logging
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +160,6 @@ def load(file: Any, **kwargs: Any) -> Any:
 
 def loads(data: bytes, **kwargs: Any) -> Any:
     """``pickle.loads`` with :class:`Unpickler`."""
-    import io
-
     return load(io.BytesIO(data), **kwargs)
 
 
@@ -190,8 +190,6 @@ def read_torch_file(path: str | Path) -> tuple[Any, list[str]]:
               path, _one_line(first))
     _FOREIGN_SEEN.clear()
     try:
-        import sys
-
         obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=sys.modules[__name__])
     except Exception as exc:
         raise VqtkError(f"{path}: cannot read this checkpoint ({_one_line(exc)})") from None

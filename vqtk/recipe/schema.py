@@ -126,7 +126,7 @@ class TrainSection:
     #: usage is below this fraction; 0 = off
     min_usage: float = attrs.field(default=0.0, validator=in_range(0.0, 1.0))
     #: at log steps, set codes unused for health_window steps to recent encoder outputs
-    #: (quantizers with restart_codes: vq, factorized, ema_vq)
+    #: (quantizers that are vqtk.interfaces.RestartableQuantizer)
     restart_dead_codes: bool = False
     #: recent quantizer inputs kept for restarts
     restart_reservoir: int = attrs.field(default=1024, validator=positive)

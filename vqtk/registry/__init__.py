@@ -5,6 +5,7 @@ from vqtk.registry.hookspecs import hookimpl, hookspec
 from vqtk.registry.registry import (
     ENTRY_POINT_GROUP,
     ComponentSpec,
+    ConverterSpec,
     PluginRecord,
     Registry,
     default_registry,
@@ -13,6 +14,7 @@ from vqtk.registry.registry import (
 __all__ = [
     "ENTRY_POINT_GROUP",
     "ComponentSpec",
+    "ConverterSpec",
     "PluginRecord",
     "Registry",
     "default_registry",

@@ -44,7 +44,29 @@ class Register(Protocol):
         """
 
 
+class RegisterConverter(Protocol):
+    """The ``register`` callable handed to :func:`vqtk_register_converters`."""
+
+    def __call__(self, converter: Any, *, doc: Optional[str] = None) -> None:
+        """Register a converter under its ``name`` (``vqtk convert NAME``; unique across plugins).
+
+        Args:
+            converter: an instance of a :class:`vqtk.interfaces.Converter` subclass.
+            doc: one-line description for ``vqtk convert``'s list; defaults to the
+                first line of the converter class's docstring.
+        """
+
+
 class VqtkHookSpec:
     @hookspec
     def vqtk_register_components(self, register: Register) -> None:
         """Register components by calling ``register(kind, name, config=..., build=...)``."""
+
+    @hookspec
+    def vqtk_register_converters(self, register: RegisterConverter) -> None:
+        """Register checkpoint converters by calling ``register(converter)``.
+
+        Loaded like components, one plugin at a time: a plugin whose hook raises,
+        or that reuses a taken converter name, is reported by ``vqtk plugins``
+        and registers nothing, and the other plugins still load.
+        """

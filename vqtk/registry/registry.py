@@ -1,7 +1,12 @@
-"""Loads plugins one by one and keeps the components they register.
+"""Loads plugins one by one and keeps the components and converters they register.
 
 Unlike pluggy's ``load_setuptools_entrypoints``, a plugin that fails to import
 or to register is recorded and reported instead of stopping every other plugin.
+
+Why this module is long: loading a plugin is one all-or-nothing transaction
+over both hooks (components and converters), and every lookup shares its
+records (which plugin provided what, names two plugins claim, plugins that
+failed); split up, that state would be passed between modules.
 """
 
 from __future__ import annotations
@@ -11,13 +16,15 @@ import importlib.metadata
 import inspect
 import os
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import attrs
 import pluggy
 
-from vqtk.errors import PluginError, VqtkError
+from vqtk.errors import PluginBug, PluginError, VqtkError
 from vqtk.interfaces import KINDS
+from vqtk.interfaces.converter import Converter, check_converter
 from vqtk.registry.hookspecs import PROJECT, VqtkHookSpec
 from vqtk.registry.signature import arguments, config_from_signature
 
@@ -26,6 +33,12 @@ ENTRY_POINT_GROUP = "vqtk"
 ENV_LOAD = "VQTK_LOAD_PLUGINS"
 #: Set to 1 to load no installed plugin at all (tests register their own).
 ENV_DISABLE = "VQTK_DISABLE_PLUGIN_AUTOLOAD"
+
+
+def _origin(plugin: str, distribution: Optional[str]) -> str:
+    """``plugin 'x'`` or ``plugin 'x' (pip distribution vqtk-x)``, for messages."""
+    dist = f" (pip distribution {distribution})" if distribution else ""
+    return f"plugin {plugin!r}{dist}"
 
 
 @attrs.frozen
@@ -49,8 +62,7 @@ class ComponentSpec:
     @property
     def origin(self) -> str:
         """``plugin 'x'`` or ``plugin 'x' (distribution vqtk-x)``, for messages."""
-        dist = f" (pip distribution {self.distribution})" if self.distribution else ""
-        return f"plugin {self.plugin!r}{dist}"
+        return _origin(self.plugin, self.distribution)
 
     def create(self, config: Any) -> Any:
         """Build the component from its structured config and check its kind."""
@@ -62,6 +74,22 @@ class ComponentSpec:
                 f"{type(component).__name__}, which is not a vqtk.interfaces.{base.__name__}"
             )
         return component
+
+
+@attrs.frozen
+class ConverterSpec:
+    """A registered converter: what ``vqtk convert NAME`` and ``vqtk.load`` of a foreign file use."""
+
+    name: str
+    converter: Converter
+    plugin: str
+    doc: str = ""
+    distribution: Optional[str] = None
+
+    @property
+    def origin(self) -> str:
+        """``plugin 'x'`` or ``plugin 'x' (distribution vqtk-x)``, for messages."""
+        return _origin(self.plugin, self.distribution)
 
 
 @attrs.define
@@ -76,6 +104,7 @@ class PluginRecord:
     #: top-level package of the plugin's code (to attribute a traceback to the plugin)
     package: Optional[str] = None
     components: list[tuple[str, str]] = attrs.field(factory=list)
+    converters: list[str] = attrs.field(factory=list)
     error: Optional[str] = None
 
 
@@ -99,6 +128,7 @@ class Registry:
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(VqtkHookSpec)
         self._components: dict[str, dict[str, ComponentSpec]] = {kind: {} for kind in KINDS}
+        self._converters: dict[str, ConverterSpec] = {}
         self.plugins: dict[str, PluginRecord] = {}
         self._conflicts: dict[tuple[str, str], tuple[str, str]] = {}
 
@@ -150,6 +180,9 @@ class Registry:
             spec = self._components[kind].get(comp)
             if spec is not None and spec.plugin == name:
                 del self._components[kind][comp]
+        for conv in record.converters:
+            if conv in self._converters and self._converters[conv].plugin == name:
+                del self._converters[conv]
         if self.pm.get_plugin(name) is not None:
             self.pm.unregister(name=name)
 
@@ -164,16 +197,22 @@ class Registry:
             record.error = f"failed to register: {_describe(exc)}"
             return
         pending: list[ComponentSpec] = []
+        converters: list[ConverterSpec] = []
 
         def register(kind: str, comp_name: str, component: Optional[Callable] = None, *,
                      config: Optional[type] = None, build: Optional[Callable] = None,
                      doc: Optional[str] = None, check: Optional[Callable[[Any], None]] = None):
             pending.append(self._make_spec(record, kind, comp_name, component, config, build, doc, check))
 
+        def register_converter(converter: Any, *, doc: Optional[str] = None) -> None:
+            converters.append(self._make_converter_spec(record, converter, doc))
+
         try:
-            for impl in self.pm.hook.vqtk_register_components.get_hookimpls():
-                if impl.plugin_name == name:
-                    impl.function(register=register)
+            for hook, function in (("vqtk_register_components", register),
+                                   ("vqtk_register_converters", register_converter)):
+                for impl in getattr(self.pm.hook, hook).get_hookimpls():
+                    if impl.plugin_name == name:
+                        impl.function(register=function)
         except BaseException as exc:  # noqa: BLE001
             if isinstance(exc, KeyboardInterrupt):  # a plugin calling sys.exit() is a broken plugin
                 raise
@@ -181,22 +220,39 @@ class Registry:
             self.pm.unregister(name=name)
             return
         # all or nothing: a plugin that reuses a taken name is not loaded, and the
-        # name is marked ambiguous so a recipe asking for it names both providers
-        clashes = [s for s in pending if s.name in self._components[s.kind]]
+        # name is marked ambiguous so a recipe (or `vqtk convert`) asking for it names both providers
+        clashes = [(s.kind, s.name, self._components[s.kind][s.name].plugin)  # (kind, name, plugin that has it)
+                   for s in pending if s.name in self._components[s.kind]]
+        taken = {n: s.plugin for n, s in self._converters.items()}
+        for conv in converters:
+            if conv.name in taken:
+                clashes.append(("converter", conv.name, taken[conv.name]))
+            taken[conv.name] = name
         if clashes:
-            for spec in clashes:
-                other = self._components[spec.kind][spec.name].plugin
-                self._conflicts[(spec.kind, spec.name)] = (other, spec.plugin)
+            for kind, clash, other in clashes:
+                if other != name:
+                    self._conflicts[(kind, clash)] = (other, name)
             record.error = "duplicate names: " + "; ".join(
-                f"{s.kind} {s.name!r} is registered by both plugin "
-                f"{self._components[s.kind][s.name].plugin!r} and plugin {s.plugin!r}"
-                for s in clashes
+                f"{kind} {clash!r} is registered by both plugin {other!r} and plugin {name!r}"
+                for kind, clash, other in clashes
             )
             self.pm.unregister(name=name)
             return
         for spec in pending:
             self._components[spec.kind][spec.name] = spec
             record.components.append((spec.kind, spec.name))
+        for conv in converters:
+            self._converters[conv.name] = conv
+            record.converters.append(conv.name)
+
+    @staticmethod
+    def _make_converter_spec(record: PluginRecord, converter: Any, doc: Optional[str]) -> ConverterSpec:
+        try:
+            check_converter(converter)
+        except TypeError as exc:
+            raise PluginError(f"plugin {record.name!r}: {exc}") from None
+        return ConverterSpec(name=converter.name, converter=converter, plugin=record.name,
+                             doc=_first_line(doc or type(converter).__doc__), distribution=record.distribution)
 
     @staticmethod
     def _make_spec(record: PluginRecord, kind: str, name: str, component: Optional[Callable],
@@ -260,23 +316,63 @@ class Registry:
     def failures(self) -> list[PluginRecord]:
         return [p for p in self.plugins.values() if p.error]
 
-    def get(self, kind: str, name: str) -> ComponentSpec:
-        """The component ``name`` of ``kind``, or a :class:`VqtkError` that helps."""
-        if kind not in self._components:
-            raise VqtkError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")
+    def _refuse_conflict(self, kind: str, name: str) -> None:
         if (kind, name) in self._conflicts:
             first, second = self._conflicts[(kind, name)]
             raise PluginError(
                 f"{kind} {name!r} is registered by both plugin {first!r} and plugin {second!r}; "
                 f"uninstall one or choose plugins with {ENV_LOAD}"
             )
+
+    def get(self, kind: str, name: str) -> ComponentSpec:
+        """The component ``name`` of ``kind``, or a :class:`VqtkError` that helps."""
+        if kind not in self._components:
+            raise VqtkError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")
+        self._refuse_conflict(kind, name)
         try:
             return self._components[kind][name]
         except KeyError:
             raise VqtkError(self.unknown_message(kind, name)) from None
 
+    def converters(self) -> list[ConverterSpec]:
+        """The registered converters, by name."""
+        return [self._converters[n] for n in sorted(self._converters)]
+
+    def converter(self, name: str) -> ConverterSpec:
+        """The converter ``name``, or a :class:`VqtkError` naming the available ones and the closest."""
+        self._refuse_conflict("converter", name)
+        try:
+            return self._converters[name]
+        except KeyError:
+            raise VqtkError(self._unknown("converter", name, sorted(self._converters))) from None
+
+    def converter_for(self, path: str | Path) -> Optional[ConverterSpec]:
+        """The converter that recognises the file ``path``; ``None`` when none does.
+
+        A file that several converters recognise is refused (:class:`VqtkError`
+        naming them); an exception from a converter's ``recognizes`` is a bug in
+        its plugin (:class:`PluginBug`).
+        """
+        path = Path(path)
+        found = []
+        for spec in self.converters():
+            try:
+                if spec.converter.recognizes(path):
+                    found.append(spec)
+            except VqtkError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug, named as such
+                raise PluginBug(f"converter {spec.name!r}: recognizes({str(path)!r}) raised "
+                                f"{_describe(exc)}", spec.origin) from exc
+        if len(found) > 1:
+            raise VqtkError(f"{path}: recognised by several converters ({', '.join(s.name for s in found)}); "
+                            "convert it with `vqtk convert NAME` and load the result")
+        return found[0] if found else None
+
     def unknown_message(self, kind: str, name: Any) -> str:
-        available = self.names(kind)
+        return self._unknown(kind, name, self.names(kind))
+
+    def _unknown(self, kind: str, name: Any, available: list[str]) -> str:
         msg = f"unknown {kind} {name!r}"
         close = difflib.get_close_matches(str(name), available, n=1)
         if close:

@@ -30,6 +30,7 @@ from typing import Annotated, Any, Callable, Iterable, Optional
 
 import attrs
 import docstring_parser
+import torch
 
 from vqtk.errors import PluginError
 
@@ -49,18 +50,8 @@ def _no_arguments(self: Any) -> None:  # the signature of an __init__ that takes
     pass
 
 
-def _argumentless() -> tuple[Callable, ...]:
-    inits: list[Callable] = [object.__init__]
-    try:
-        import torch
-
-        inits.append(torch.nn.Module.__init__)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    return tuple(inits)
-
-
-_ARGUMENTLESS = _argumentless()
+#: the __init__ a class keeps when it declares none: it takes no arguments
+_ARGUMENTLESS = (object.__init__, torch.nn.Module.__init__)
 
 
 def _target_function(target: Callable) -> Callable:

@@ -26,6 +26,7 @@ from vqtk.interfaces import (
     StepAware,
     logit_maps,
 )
+from vqtk.io.checkpoint import load_checkpoint, save_checkpoint
 from vqtk.recipe.converter import RecipeConverter
 from vqtk.recipe.schema import (
     ComponentRef,
@@ -38,7 +39,6 @@ from vqtk.recipe.schema import (
     QuantizerRef,
 )
 from vqtk.registry import Registry
-from vqtk.io.checkpoint import load_checkpoint, save_checkpoint
 
 _REFS: dict[str, type[ComponentRef]] = {
     "encoder": EncoderRef, "quantizer": QuantizerRef, "decoder": DecoderRef,

@@ -10,10 +10,10 @@ from typing import Any, Optional
 import torch
 
 from vqtk.interfaces import StepAware
+from vqtk.io.checkpoint import load_checkpoint
 from vqtk.recipe import merge, recipe_from_dict
 from vqtk.recipe.converter import RecipeConverter
-from vqtk.registry import Registry
-from vqtk.io.checkpoint import load_checkpoint
+from vqtk.registry import Registry, default_registry
 from vqtk.train.stage1 import Stage1Trainer
 
 #: A 16x16-pixel tokenizer on the photos shipped with scikit-image: about 1 s a step on one CPU core.
@@ -84,8 +84,6 @@ def check_resume_exact(recipe: dict, tmp_path: Path, *, registry: Optional[Regis
     other components' state) and the optimizer state must be identical.
     Returns the final checkpoint's tensors. Call it from the main thread.
     """
-    from vqtk.registry import default_registry
-
     registry = registry or default_registry()
     steps = steps or recipe["train"]["steps"]
     stop_at = stop_at or steps // 2
@@ -93,7 +91,7 @@ def check_resume_exact(recipe: dict, tmp_path: Path, *, registry: Optional[Regis
     full = merge(recipe, {"train": {"steps": steps}})
     straight = _trainer(full, tmp_path / "straight", registry, resume=False).run()
     interrupted = _trainer(full, tmp_path / "resumed", registry, resume=False)
-    interrupted.step_parts.append(_CtrlC(stop_at))
+    interrupted.step_fn.step_parts.append(_CtrlC(stop_at))
     try:
         interrupted.run()
         raise AssertionError(f"the run was not interrupted at step {stop_at}")

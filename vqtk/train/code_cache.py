@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file, save_file
 
+from vqtk.measure import split_batch
 from vqtk.model import VQGAN
 from vqtk.train.data_stream import _SeededItems
 
@@ -57,13 +58,12 @@ def encode_dataset(model: VQGAN, dataset, *, batch_size: int, passes: int, seed:
     done = 0
     for p in range(passes):
         for start in range(0, n, batch_size):
-            batch = [items[(p, i, i)] for i in range(start, min(n, start + batch_size))]
-            if isinstance(batch[0], tuple):
-                labels.extend(int(b[1]) for b in batch)
-                batch = [b[0] for b in batch]
-            x = torch.stack(batch).to(device)
+            pairs = [split_batch(items[(p, i, i)]) for i in range(start, min(n, start + batch_size))]
+            if pairs[0][1] is not None:
+                labels.extend(int(label) for _, label in pairs)
+            x = torch.stack([image for image, _ in pairs]).to(device)
             codes.append(model.encode_to_indices(x).cpu())
-            done += len(batch)
+            done += len(pairs)
             if show_progress and (start // batch_size) % 20 == 0:
                 log.info("encoding training set: %d/%d images", done, total)
     return torch.cat(codes), (torch.tensor(labels) if labels else None)

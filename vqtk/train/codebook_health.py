@@ -16,18 +16,26 @@ A code is *dead* when no step of the last ``window`` observed steps used it.
 Under torch.distributed, :meth:`CodebookHealth.check` (called on every rank at
 the same steps) merges the ranks' records, so usage is that of the global
 batch, and every rank applies the same restarts (rank 0's latents).
-Restarting needs the quantizer's cooperation: a quantizer that supports it
-has a method ``restart_codes(code_ids, vectors)`` (see :class:`RestartableQuantizer`).
+Restarting needs the quantizer's cooperation: it subclasses
+:class:`vqtk.interfaces.RestartableQuantizer` (``restart_codes(code_ids, vectors)``).
+
+Why this module is long (~320 lines): it is one tracker whose parts share one
+resumable state (``last_seen``, the restart reservoir, its generator) and one
+distributed protocol (the merge and the broadcast of restarts); the index
+arithmetic itself is :mod:`vqtk.measure`'s.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional, Protocol, runtime_checkable
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from vqtk.interfaces import RestartableQuantizer
+from vqtk.measure import code_ids, code_usage
 
 log = logging.getLogger("vqtk")
 
@@ -35,25 +43,9 @@ log = logging.getLogger("vqtk")
 NEVER = -(2**62)
 
 
-@runtime_checkable
-class RestartableQuantizer(Protocol):
-    """A quantizer whose codes can be set from outside (dead-code restarts).
-
-    ``restart_codes(code_ids, vectors)`` sets codes ``code_ids`` (``(n,)``
-    int64) of the codebook to ``vectors`` (``(n, dim)`` float32), given in the
-    quantizer's *input* space: latents exactly as :meth:`Quantizer.quantize`
-    receives them, one per position. The quantizer maps them into its code
-    space itself (projection, l2 normalisation...) and resets any per-code
-    statistics (EMA counts). Quantizers with several codebooks
-    (``num_codebooks > 1``) also take ``codebook=q`` (keyword), the codebook to change.
-    """
-
-    def restart_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None: ...
-
-
 def supports_restart(quantizer: Any) -> bool:
-    """Whether ``quantizer`` implements :class:`RestartableQuantizer`."""
-    return callable(getattr(quantizer, "restart_codes", None))
+    """Whether ``quantizer`` declares :class:`~vqtk.interfaces.RestartableQuantizer` and this instance supports it."""
+    return isinstance(quantizer, RestartableQuantizer) and quantizer.supports_restarts()
 
 
 def _world_size() -> int:
@@ -124,14 +116,10 @@ class CodebookHealth:
         reservoir. Several calls with the same step (gradient accumulation) are
         fine. Never synchronises with the host.
         """
-        idx = indices.detach().to(self.device, torch.long)
-        if self.num_codebooks == 1 and idx.dim() == 3:
-            idx = idx.unsqueeze(-1)
-        if idx.dim() != 4 or idx.shape[-1] != self.num_codebooks:
-            suffix = f", {self.num_codebooks}" if self.num_codebooks > 1 else ""
-            raise ValueError(f"codebook health: expected indices (B, h, w{suffix}), got {tuple(indices.shape)}")
-        offsets = torch.arange(self.num_codebooks, device=self.device) * self.codebook_size
-        flat = (idx.reshape(-1, self.num_codebooks) + offsets).reshape(-1)
+        try:
+            flat = code_ids(indices.to(self.device), self.codebook_size, self.num_codebooks)
+        except ValueError as exc:
+            raise ValueError(f"codebook health: {exc}") from None
         self.last_seen.view(-1).index_fill_(0, flat, int(step))
         self.first_step = step if self.first_step is None else min(self.first_step, step)
         self.latest_step = step if self.latest_step is None else max(self.latest_step, step)
@@ -182,7 +170,7 @@ class CodebookHealth:
 
     def usage(self) -> list[float]:
         """Fraction of each codebook's codes used in the window (host sync)."""
-        return [float(u) for u in self.alive().float().mean(dim=1).cpu()]
+        return [float(u) for u in code_usage(self.alive()).cpu()]
 
     def dead_codes(self) -> list[torch.Tensor]:
         """Per codebook, the ids of codes unused in the window (host sync)."""
@@ -247,8 +235,8 @@ class CodebookHealth:
             if not self._warned_unsupported:
                 name = type(quantizer).__name__ if quantizer is not None else "no quantizer attached"
                 log.warning(
-                    "codebook health: restart_dead_codes is on but %s has no restart_codes(code_ids, vectors) "
-                    "method; dead codes are not restarted", name,
+                    "codebook health: restart_dead_codes is on but %s does not support restarts "
+                    "(vqtk.interfaces.RestartableQuantizer); dead codes are not restarted", name,
                 )
                 self._warned_unsupported = True
             return 0
@@ -259,17 +247,17 @@ class CodebookHealth:
         for q, ids in enumerate(dead):
             if world == 1 and ids.numel() == 0:
                 continue
-            code_ids, vectors = self._pick(ids, dim=int(getattr(quantizer, "dim", 0)))
+            chosen, vectors = self._pick(ids, dim=int(quantizer.dim))
             if world > 1:  # every rank applies rank 0's choice
-                code_ids, vectors = self._broadcast(code_ids, vectors)
-            if code_ids.numel() == 0:
+                chosen, vectors = self._broadcast(chosen, vectors)
+            if chosen.numel() == 0:
                 continue
             if self.num_codebooks > 1:
-                quantizer.restart_codes(code_ids, vectors, codebook=q)
+                quantizer.restart_codes(chosen, vectors, codebook=q)
             else:
-                quantizer.restart_codes(code_ids, vectors)
-            self.last_seen[q].index_fill_(0, code_ids, int(self.latest_step))
-            total += int(code_ids.numel())
+                quantizer.restart_codes(chosen, vectors)
+            self.last_seen[q].index_fill_(0, chosen, int(self.latest_step))
+            total += int(chosen.numel())
         if total:
             self.total_restarted += total
             log.info("restarted %d dead codes at step %d", total, step)

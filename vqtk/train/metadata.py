@@ -6,10 +6,10 @@ import json
 
 import torch
 
-from vqtk import __version__
 from vqtk.recipe import dump_toml
 from vqtk.recipe.schema import ComponentRef, Recipe
 from vqtk.registry import Registry
+from vqtk.version import __version__
 
 
 def recipe_components(recipe: Recipe) -> dict[str, ComponentRef]:

@@ -11,15 +11,23 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from tqdm import tqdm
+
 log = logging.getLogger("vqtk")
 
 
 class MetricsLog:
-    """Appends records to ``metrics.jsonl``; on resume, drops records past the checkpoint."""
+    """Appends records to ``metrics.jsonl``; on resume, drops records past the checkpoint.
+
+    A fresh start (``resume_step`` None) begins a new file: the lines of an earlier
+    attempt that crashed before its first checkpoint do not mix into this run's curves.
+    """
 
     def __init__(self, path: Path, resume_step: Optional[int] = None, enabled: bool = True):
         self.path = path
         self.enabled = enabled
+        if enabled and resume_step is None and path.exists():
+            path.unlink()
         if enabled and resume_step is not None and path.exists():
             kept = [ln for ln in path.read_text().splitlines() if _step_of(ln) is not None and _step_of(ln) <= resume_step]
             tmp = path.with_name(path.name + ".tmp")
@@ -74,8 +82,6 @@ class Progress:
         self.bar = None
         self.interactive = enabled and sys.stderr.isatty()
         if self.interactive:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
 
     def eta(self, step: int) -> float:

@@ -1,4 +1,8 @@
-"""Stage 2: train a prior over a frozen tokenizer's codes, then sample images."""
+"""Stage 2: train a prior over a frozen tokenizer's codes, then sample images.
+
+The :class:`~vqtk.train.run.Run` owns what both stages share; this module holds
+stage 2's own parts (the tokenizer, the code cache, the prior) and its step.
+"""
 
 from __future__ import annotations
 
@@ -9,46 +13,35 @@ from typing import Optional
 
 import torch
 
-from vqtk.build import build_data, build_prior, check_data_fits, prior_facts, provided_values
+from vqtk.build import (
+    build_data,
+    build_prior,
+    build_vqgan,
+    check_data_fits,
+    check_prior_fits,
+    prior_facts,
+    provided_values,
+)
 from vqtk.errors import VqtkError
-from vqtk.interfaces import Prior, SamplingOptions
+from vqtk.interfaces import Prior, SamplingOptions, step_aware_parts
+from vqtk.io.checkpoint import MODEL_FILE, load_checkpoint, load_state_strict
+from vqtk.io.images import plot_curves, save_png, tile
 from vqtk.model import VQGAN
-from vqtk.io.checkpoint import load_state_strict
 from vqtk.pretrained import recipe_of
 from vqtk.recipe import dump_toml
 from vqtk.recipe.schema import Recipe
-from vqtk.registry import Registry, default_registry
-from vqtk.train import distributed
-from vqtk.io.checkpoint import MODEL_FILE, load_checkpoint, save_checkpoint
+from vqtk.registry import Registry
 from vqtk.train.code_cache import cache_dir_for, cache_key, file_digest, load_or_encode
-from vqtk.train.environment import pick_device, rng_state, seed_everything, set_rng_state
-from vqtk.io.images import save_png, tile
-from vqtk.train.metadata import run_metadata
-from vqtk.train.metrics_log import MetricsLog, Progress
-from vqtk.train.loop import StopFlag, Throughput, checkpoint_and_interrupt, due, make_optimizer
+from vqtk.train.environment import rng_state, set_rng_state
+from vqtk.train.loop import make_optimizer
+from vqtk.train.run import Run
 from vqtk.train.schedule import learning_rate
 
 log = logging.getLogger("vqtk")
 
 
-def check_prior_fits(prior: Prior, tokenizer: VQGAN, grid: tuple[int, int], quantizer_type: str) -> None:
-    q = tokenizer.quantizer
-    if q.num_codebooks != 1 and not getattr(prior, "supports_multi_index", False):
-        raise VqtkError(
-            f"prior: {type(prior).__name__} models one index per position, but model.quantizer "
-            f"{quantizer_type!r} gives {q.num_codebooks} per position; use a single-codebook quantizer"
-        )
-    if prior.codebook_size != q.codebook_size:
-        raise VqtkError(
-            f"prior.codebook_size: {prior.codebook_size} does not match the tokenizer's {q.codebook_size} codes"
-        )
-    if tuple(prior.grid_size) != tuple(grid):
-        raise VqtkError(f"prior.grid_size: {tuple(prior.grid_size)} does not match the tokenizer's code grid {grid}")
-
-
 def load_tokenizer(path, registry: Registry, device: torch.device) -> tuple[VQGAN, Recipe, Path]:
-    from vqtk.build import build_vqgan
-
+    """The frozen tokenizer of a stage-1 checkpoint, its recipe and its checkpoint folder."""
     ckpt = load_checkpoint(path)
     recipe = recipe_of(ckpt, registry)
     model = build_vqgan(recipe, registry)
@@ -76,15 +69,11 @@ class Stage2Trainer:
                  registry: Optional[Registry] = None, progress: bool = True):
         if recipe.prior is None or recipe.prior_train is None:
             raise VqtkError("prior: this recipe has no [prior] / [prior_train] tables (stage 2)")
-        self.recipe, self.resolved = recipe, resolved
-        self.out = Path(out_dir)
-        self.registry = registry or default_registry()
         self.cfg = recipe.prior_train
-        self.progress_enabled = progress
-        requested = pick_device(recipe.train.device)
-        self.dist = distributed.current(requested.type)
-        self.device = self.dist.device(requested)
-        seed_everything(self.cfg.seed)
+        self.run_env = Run(recipe=recipe, resolved=resolved, out=out_dir, stage="2", device=recipe.train.device,
+                           seed=self.cfg.seed, registry=registry, progress=progress)
+        self.recipe, self.registry = recipe, self.run_env.registry
+        self.out, self.dist, self.device = self.run_env.out, self.run_env.dist, self.run_env.device
         self.tokenizer, tok_recipe, self.tokenizer_folder = load_tokenizer(tokenizer_path, self.registry, self.device)
         self.data = build_data(recipe, self.registry)
         check_data_fits(self.tokenizer, self.data.resolution, self.data.channels)
@@ -92,18 +81,14 @@ class Stage2Trainer:
         self.prior = build_prior(recipe, self.tokenizer, self.data.resolution, self.registry)
         # the stored recipe names what the tokenizer provided, so sampling needs no data source
         facts = provided_values(recipe.prior, "prior", prior_facts(recipe, self.tokenizer, self.data.resolution))
-        self.resolved = {**resolved, "prior": {**resolved["prior"], **facts}}
+        self.resolved = self.run_env.resolved = {**resolved, "prior": {**resolved["prior"], **facts}}
         check_prior_fits(self.prior, self.tokenizer, self.grid, tok_recipe.model.quantizer.type)
         if self.prior.num_classes and not self.data.num_classes:
             raise VqtkError(f"prior.num_classes: {self.prior.num_classes} classes, but the data has no labels")
         self.prior.to(self.device)
         self.opt = make_optimizer(self.prior.parameters(), self.cfg.optimizer)
-        self.loss_model: torch.nn.Module = _PriorLoss(self.prior)
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.loss_model = DDP(self.loss_model, device_ids=ids, find_unused_parameters=True)
+        self.loss_model = self.run_env.ddp(_PriorLoss(self.prior), find_unused_parameters=True)
+        self.step_parts = step_aware_parts(self.prior)
         self.step, self.epoch, self.position = 0, 0, 0
         self.resume = resume
 
@@ -111,14 +96,12 @@ class Stage2Trainer:
         return {"prior": self.prior, "model": self.tokenizer}
 
     def save(self) -> Path:
-        meta = {**run_metadata(self.recipe, self.resolved, self.registry, stage="2"),
-                "tokenizer": str(self.tokenizer_folder)}
         state = {"step": self.step, "opt": self.opt.state_dict(), "rng": rng_state(),
                  "stream": {"epoch": self.epoch, "position": self.position}}
-        return save_checkpoint(self.out / "checkpoints", self.step, self._tensors(), meta, state)
+        return self.run_env.save(self.step, self._tensors(), state, tokenizer=str(self.tokenizer_folder))
 
     def _restore(self) -> None:
-        ckpt = load_checkpoint(self.out, with_train_state=True)
+        ckpt = self.run_env.latest(with_train_state=True)
         load_state_strict(self.prior, ckpt.state_dict("prior"), str(ckpt.path))
         st = ckpt.train_state
         self.opt.load_state_dict(st["opt"])
@@ -170,80 +153,77 @@ class Stage2Trainer:
         return save_png(tile(images.cpu()), self.out / "samples" / f"{tag}.png")
 
     def run(self) -> Path:
-        main = self.dist.is_main
+        main = self.run_env.main
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
-        if self.resume and (self.out / "checkpoints" / "last").exists():
+        if self.resume and self.run_env.has_checkpoint():
             self._restore()
             if self.step >= self.cfg.steps:
                 log.info("stage 2 already complete at step %d", self.step)
-                return load_checkpoint(self.out).path
+                return self.run_env.latest().path
         codes, labels = self._codes()
         if codes.shape[0] < self.cfg.batch_size * self.dist.world_size:
             raise VqtkError(f"prior_train.batch_size: {self.cfg.batch_size} x {self.dist.world_size} processes "
                             f"exceeds the {codes.shape[0]} encoded grids")
         codes = codes.to(self.device)
         labels = labels.to(self.device) if labels is not None else None
-        metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=self.step if self.step else None, enabled=main)
-        progress = Progress(self.cfg.steps, self.step, "stage 2", self.progress_enabled and main)
+        self.metrics = self.run_env.metrics_log(resume_step=self.step if self.step else None)
         stream = self._batches(codes.shape[0])
-        throughput = Throughput()
         if main:
             log.info("stage 2: %s prior, %d code grids of %s, %d steps of %d x %d processes", self.recipe.prior.type,
                      codes.shape[0], tuple(codes.shape[1:]), self.cfg.steps, self.cfg.batch_size, self.dist.world_size)
         self.prior.train()
-        with StopFlag() as stop:
-            try:
-                while self.step < self.cfg.steps:
-                    lr = learning_rate(self.cfg.optimizer, self.step, self.cfg.steps)
-                    for group in self.opt.param_groups:
-                        group["lr"] = lr
-                    idx = next(stream).to(self.device)
-                    loss_t, parts = self.loss_model(codes[idx], labels[idx] if labels is not None else None)
-                    self.opt.zero_grad(set_to_none=True)
-                    loss_t.backward()
-                    if self.cfg.optimizer.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(self.prior.parameters(), self.cfg.optimizer.grad_clip)
-                    self.opt.step()
-                    self.step += 1
-                    throughput.add(idx.numel() * math.prod(codes.shape[1:]) * self.dist.world_size)
-                    if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
-                        values = self.dist.mean({"loss": loss_t.detach(), **{k: v.detach() for k, v in parts.items()}})
-                        loss = float(values.pop("loss"))
-                        if not math.isfinite(loss):
-                            raise VqtkError(f"stage 2 diverged at step {self.step}: loss {loss}; the last checkpoint is intact")
-                        record = {"step": self.step, "loss": loss, "bits_per_token": loss / math.log(2), "lr": lr,
-                                  "tokens_per_s": throughput.take(), "epoch": self.epoch,
-                                  **{k: float(v) for k, v in values.items()}}
-                        metrics.write(record)
-                        post = {"loss": f"{loss:.4f}", "bits/tok": f"{record['bits_per_token']:.3f}",
-                                "tok/s": f"{record['tokens_per_s']:.0f}"}
-                        if main:
-                            progress.update(self.step, post)
-                            progress.line(self.step, post)
-                    if due(self.step, self.cfg.sample_every, self.cfg.steps) and main:
-                        self.write_samples(f"step_{self.step:06d}")
-                    if due(self.step, self.cfg.checkpoint_every, self.cfg.steps) and main:
-                        self.save()
-                    if stop.agreed(self.dist):
-                        checkpoint_and_interrupt(self.save, self.step, main)
-            finally:
-                progress.close()
-        if not main:
-            self.dist.barrier()
-            return load_checkpoint(self.out).path
-        path = self.save()
-        grid_png = self.write_samples("final")
-        log.info("samples: %s", grid_png)
-        if self.cfg.large_grid is not None:
-            large = self.write_samples("final_large", tuple(self.cfg.large_grid))
-            f = self.tokenizer.downsample_factor
-            log.info("larger-than-training samples (%dx%d px): %s", self.cfg.large_grid[0] * f,
-                     self.cfg.large_grid[1] * f, large)
-        from vqtk.io.images import plot_curves
+        with self.run_env.session(total=self.cfg.steps, start=self.step, label="stage 2", metrics=self.metrics) as loop:
+            while self.step < self.cfg.steps:
+                idx = next(stream).to(self.device)
+                loss, parts, lr = self.train_step(codes[idx], labels[idx] if labels is not None else None)
+                self.step += 1
+                loop.count(idx.numel() * math.prod(codes.shape[1:]))
+                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                    self._log(loop, loss, parts, lr)
+                if loop.due(self.step, self.cfg.sample_every) and main:
+                    self.write_samples(f"step_{self.step:06d}")
+                if loop.due(self.step, self.cfg.checkpoint_every) and main:
+                    self.save()
+                loop.stop_if_asked(self.step, self.save)
+        return self._finish()
 
-        plot_curves({"loss": metrics.series(["loss"]).get("loss", [])}, self.out / "loss_curve.png",
-                    title="stage 2 prior loss (nats/token, log scale)")
-        log.info("stage 2 done: checkpoint %s", path)
-        self.dist.barrier()
-        return path
+    def train_step(self, codes: torch.Tensor, labels: Optional[torch.Tensor]):
+        """One optimizer step of the prior on a batch of code grids; ``(loss, metrics, lr)``."""
+        for part in self.step_parts:
+            part.on_step(self.step, self.cfg.steps)
+        lr = learning_rate(self.cfg.optimizer, self.step, self.cfg.steps)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        loss, parts = self.loss_model(codes, labels)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.optimizer.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.prior.parameters(), self.cfg.optimizer.grad_clip)
+        self.opt.step()
+        return loss, parts, lr
+
+    def _log(self, loop, loss_t: torch.Tensor, parts: dict[str, torch.Tensor], lr: float) -> None:
+        values = self.dist.mean({"loss": loss_t.detach(), **{k: v.detach() for k, v in parts.items()}})
+        loss = float(values.pop("loss"))
+        if not math.isfinite(loss):
+            raise VqtkError(f"stage 2 diverged at step {self.step}: loss {loss}; the last checkpoint is intact")
+        record = {"step": self.step, "loss": loss, "bits_per_token": loss / math.log(2), "lr": lr,
+                  "tokens_per_s": loop.rate(), "epoch": self.epoch, **{k: float(v) for k, v in values.items()}}
+        loop.report(self.step, record, {"loss": f"{loss:.4f}", "bits/tok": f"{record['bits_per_token']:.3f}",
+                                        "tok/s": f"{record['tokens_per_s']:.0f}"})
+
+    def _finish(self) -> Path:
+        if self.run_env.main:
+            path = self.save()
+            grid_png = self.write_samples("final")
+            log.info("samples: %s", grid_png)
+            if self.cfg.large_grid is not None:
+                large = self.write_samples("final_large", tuple(self.cfg.large_grid))
+                f = self.tokenizer.downsample_factor
+                log.info("larger-than-training samples (%dx%d px): %s", self.cfg.large_grid[0] * f,
+                         self.cfg.large_grid[1] * f, large)
+            plot_curves({"loss": self.metrics.series(["loss"]).get("loss", [])}, self.out / "loss_curve.png",
+                        title="stage 2 prior loss (nats/token, log scale)")
+            log.info("stage 2 done: checkpoint %s", path)
+        return self.run_env.finish()

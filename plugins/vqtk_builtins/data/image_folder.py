@@ -269,6 +269,10 @@ class ImageFolder(DataSource):
         """Unreadable files skipped so far by both sets (in this process)."""
         return self._train.skipped + self._eval.skipped
 
+    def skipped_files(self) -> int:
+        """:attr:`skipped`, as :class:`vqtk.interfaces.DataSource` declares it."""
+        return self.skipped
+
     def train_set(self) -> ImageFolderDataset:
         """Training images: random or centre crops, optional flips (torch RNG)."""
         return self._train

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
+import attrs
 import torch
 from torch import nn
 
 from vqtk.errors import VqtkError
-from vqtk.interfaces import Loss, LossInputs, LossTerm
+from vqtk.interfaces import Loss, LossInputs, LossTerm, PerceptualDistance
 
 from vqtk_builtins.losses.lpips_weights import Net, build_lpips_network
 
@@ -21,7 +23,7 @@ def check_lpips(config) -> None:
         raise ValueError("backbone_weights must be a file path, got an empty string")
 
 
-class LPIPSLoss(Loss):
+class LPIPSLoss(Loss, PerceptualDistance):
     """Mean LPIPS distance between ``inputs.real`` and ``inputs.reconstruction`` (both in ``[-1, 1]``).
 
     The network is frozen and always in eval mode (its dropout layers stay
@@ -38,6 +40,8 @@ class LPIPSLoss(Loss):
             $TORCH_HOME/hub/checkpoints/
         pretrained_backbone: false runs with a random backbone (plumbing only: not a meaningful metric)
     """
+
+    distance_implementation = "lpips package, v0.1"
 
     def __init__(
         self,
@@ -63,6 +67,18 @@ class LPIPSLoss(Loss):
         super()._apply(fn, recurse)
         self._lpips._apply(fn)
         return self
+
+    @classmethod
+    def evaluation_options(cls, config: Any, *, weights: Optional[str] = None) -> Any:
+        """``config`` with the pretrained backbone always (``weights``, when given, as its file).
+
+        A recipe trained with ``pretrained_backbone = false`` is still evaluated
+        with the pretrained backbone: a random backbone is never reported as LPIPS.
+        """
+        changes: dict[str, Any] = {"pretrained_backbone": True}
+        if weights is not None:
+            changes["backbone_weights"] = str(Path(weights).expanduser())
+        return attrs.evolve(config, **changes)
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-image LPIPS distance ``(B,)`` between images in ``[-1, 1]``."""

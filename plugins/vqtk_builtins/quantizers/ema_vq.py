@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Optional
 
 import torch
 import torch.nn.functional as F
 
 from vqtk.config import non_negative, open_unit_interval, positive
-from vqtk.interfaces import Quantizer, QuantizerOutput
+from vqtk.interfaces import Quantizer, QuantizerOutput, RestartableQuantizer
 from vqtk_builtins.quantizers.layout import (
     from_tokens,
     indices_to_grid,
@@ -18,7 +18,7 @@ from vqtk_builtins.quantizers.layout import (
 )
 
 
-class EMAVectorQuantizer(Quantizer):
+class EMAVectorQuantizer(Quantizer, RestartableQuantizer):
     """Vector quantizer with an EMA-updated codebook and dead-code replacement (VQ-VAE-2).
 
     The codebook is a buffer, not a parameter: each training step moves every
@@ -119,21 +119,23 @@ class EMAVectorQuantizer(Quantizer):
             quantized=from_tokens(q, grid), indices=indices_to_grid(idx, grid), loss=loss, metrics=metrics
         )
 
-    @property
-    def restart_codes(self) -> Optional[Callable[[torch.Tensor, torch.Tensor], None]]:
-        """Dead-code restarts for vqtk's codebook-health tracker: with one codebook only.
+    def supports_restarts(self) -> bool:
+        """Dead-code restarts with one codebook only.
 
-        ``None`` for residual layers, whose codes live in the space of the
+        Not for residual layers, whose codes live in the space of the
         residuals rather than of the latents ``quantize`` receives.
         """
-        return self._restart_codes if self.num_codebooks == 1 else None
+        return self.num_codebooks == 1
 
     @torch.no_grad()
-    def _restart_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None:
+    def restart_codes(self, code_ids: torch.Tensor, vectors: torch.Tensor) -> None:
         """Set codes ``code_ids`` to latents ``vectors`` ``(n, dim)`` (as ``quantize`` receives them).
 
-        Their EMA statistics are reset to the new code.
+        Their EMA statistics are reset to the new code. One codebook only (see
+        :meth:`supports_restarts`).
         """
+        if not self.supports_restarts():
+            raise ValueError(f"{type(self).__name__} with {self.num_codebooks} residual layers cannot restart codes")
         cb = self.vq._codebook
         ids = code_ids.to(cb.embed.device, torch.long)
         x = self.vq.project_in(vectors.to(cb.embed.device, cb.embed.dtype))

@@ -8,14 +8,14 @@ low-dimensional (``codebook_dim``) codebook of l2-normalised codes.
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vqtk.config import non_negative, open_unit_interval, positive
-from vqtk.interfaces import Quantizer, QuantizerOutput
+from vqtk.interfaces import Quantizer, QuantizerOutput, RestartableQuantizer
 from vqtk_builtins.quantizers.layout import (
     from_tokens,
     indices_to_grid,
@@ -40,7 +40,7 @@ class L2Norm(nn.Module):
         return F.normalize(x, dim=-1)
 
 
-class VectorQuantizer(Quantizer):
+class VectorQuantizer(Quantizer, RestartableQuantizer):
     """VQ with a gradient-trained codebook; loss mse(sg(z), e) + beta * mse(z, sg(e)) (taming semantics).
 
     Nearest-code quantization; the codebook is a parameter trained by the
@@ -74,6 +74,13 @@ class VectorQuantizer(Quantizer):
             codebooks drift apart. Takes effect only if torch.distributed is initialised before
             the quantizer is built.
     """
+
+    #: State-dict names for checkpoint converters (the built-in ``taming`` converter maps
+    #: taming-transformers' ``quantize.embedding.weight`` here): the codebook tensor, shaped
+    #: ``(1, codebook_size, codebook_dim)``, and the prefix of the codebook library's usage
+    #: statistics (k-means and dead-code bookkeeping), which the forward pass does not read.
+    CODEBOOK_STATE: ClassVar[str] = "vq._codebook.embed"
+    STATISTICS_STATE_PREFIX: ClassVar[str] = "vq._codebook."
 
     def __init__(
         self,

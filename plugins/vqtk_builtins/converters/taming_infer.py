@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 
 from vqtk.errors import VqtkError
-from vqtk.interop.taming_spec import DDConfig, DiscriminatorSpec, LossSpec, TamingSpec
+from vqtk_builtins.converters.taming_spec import DDConfig, DiscriminatorSpec, LossSpec, TamingSpec
 
 _LEVEL = re.compile(r"^encoder\.down\.(\d+)\.")
 _BLOCK = re.compile(r"^encoder\.down\.0\.block\.(\d+)\.")

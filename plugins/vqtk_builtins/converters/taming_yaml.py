@@ -1,83 +1,22 @@
-"""A taming-transformers VQGAN described the way taming's YAML configs describe it.
-
-:class:`TamingSpec` holds ``model.params`` of a ``taming.models.vqgan.VQModel``
-config (``ddconfig``, ``embed_dim``, ``n_embed``, ``lossconfig.params``) plus
-the learning rate and batch size. It is read from a taming YAML file
-(:func:`spec_from_yaml`, with PyYAML's safe loader), or inferred from weights
-(:mod:`vqtk.interop.taming_infer`), and written back as YAML (:func:`spec_to_yaml`)
-when exporting.
-"""
+"""taming-transformers' YAML configs <-> :class:`TamingSpec` (PyYAML's safe loader reads; a small writer writes)."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional
-
-import attrs
+from typing import Any
 
 from vqtk.errors import VqtkError
-
-VQMODEL_TARGETS = ("taming.models.vqgan.VQModel", "taming.models.vqgan.EMAVQ")
-LOSS_TARGET = "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator"
-#: image side assumed when inferring from weights alone (taming's released VQGANs use 256)
-DEFAULT_RESOLUTION = 256
-
-
-@attrs.define(kw_only=True)
-class DDConfig:
-    """taming's ``ddconfig``: the encoder/decoder architecture (shared by both)."""
-
-    ch: int
-    ch_mult: tuple[int, ...]
-    num_res_blocks: int
-    attn_resolutions: tuple[int, ...]
-    z_channels: int
-    resolution: int
-    in_channels: int = 3
-    out_ch: int = 3
-    dropout: float = 0.0
-
-
-@attrs.define(kw_only=True)
-class DiscriminatorSpec:
-    """taming's ``NLayerDiscriminator`` (``disc_in_channels``, ``disc_ndf``, ``disc_num_layers``, ``use_actnorm``)."""
-
-    in_channels: int = 3
-    ndf: int = 64
-    n_layers: int = 3
-    actnorm: bool = False
-
-
-@attrs.define(kw_only=True)
-class LossSpec:
-    """``VQLPIPSWithDiscriminator`` parameters (taming's defaults where it has them)."""
-
-    disc_start: int = 0
-    disc_weight: float = 1.0
-    disc_factor: float = 1.0
-    codebook_weight: float = 1.0
-    pixelloss_weight: float = 1.0
-    perceptual_weight: float = 1.0
-    disc_loss: str = "hinge"
-
-
-@attrs.define(kw_only=True)
-class TamingSpec:
-    """Everything vqtk needs to rebuild a taming VQModel (and its discriminator) as a recipe."""
-
-    ddconfig: DDConfig
-    embed_dim: int
-    n_embed: int
-    #: taming's VectorQuantizer beta (fixed at 0.25 in VQModel)
-    beta: float = 0.25
-    discriminator: Optional[DiscriminatorSpec] = None
-    loss: LossSpec = attrs.Factory(LossSpec)
-    base_learning_rate: Optional[float] = None
-    batch_size: Optional[int] = None
-    #: where the architecture came from, for the recipe's header comment
-    origin: str = "config"
+from vqtk_builtins.converters.taming_spec import (
+    LOSS_TARGET,
+    VQMODEL_TARGETS,
+    DDConfig,
+    DiscriminatorSpec,
+    LossSpec,
+    TamingSpec,
+    transformer_error,
+)
 
 
 # -- reading taming YAML -------------------------------------------------------------------
@@ -157,8 +96,6 @@ def spec_from_config(data: Any, where: str) -> TamingSpec:
     if not isinstance(params, dict):
         raise VqtkError(f"{where}: model.params: missing (not a taming model config)")
     if "transformer_config" in params or (isinstance(target, str) and target.endswith("Net2NetTransformer")):
-        from vqtk.interop.taming import transformer_error
-
         raise transformer_error(f"{where} configures a {target or 'Net2NetTransformer'}")
     if isinstance(target, str) and target not in VQMODEL_TARGETS:
         raise VqtkError(

@@ -1,0 +1,17 @@
+"""Built-in checkpoint converters (``vqtk convert NAME``), registered through ``vqtk_register_converters``.
+
+- ``taming``: taming-transformers VQGAN checkpoints <-> vqtk checkpoints
+  (:mod:`.taming`: the converter; :mod:`.taming_convert`: import and export;
+  :mod:`.taming_state`: reading the pickles and mapping tensor names;
+  :mod:`.taming_spec`, :mod:`.taming_yaml`, :mod:`.taming_infer`,
+  :mod:`.taming_recipe`: the architecture from taming's YAML, from the weights,
+  and to and from vqtk recipes).
+"""
+
+from __future__ import annotations
+
+from vqtk_builtins.converters.taming import TamingConverter
+
+
+def register_converters(register) -> None:
+    register(TamingConverter())
