@@ -291,3 +291,57 @@ def test_prior_facts_that_disagree_name_both_places(registry, use_registry, tmp_
     assert main(["check", str(_prior_recipe(tmp_path, grid_size=[4, 4]))]) == 2
     assert ("prior.grid_size: [4, 4] does not match the tokenizer's code grid for data.resolution 16 ([8, 8])"
             in capsys.readouterr().err)
+
+
+# -- declared requirements -----------------------------------------------------------------------------
+
+def test_a_data_source_without_resolution_is_refused_at_registration():
+    from vqtk.interfaces import DataSource
+
+    class NoResolution(DataSource):
+        """Has no resolution argument."""
+
+        def __init__(self, *, path: str = "x"):
+            self.path = path
+
+        def train_set(self):
+            return []
+
+        def eval_set(self):
+            return []
+
+    class Plugin:
+        @vqtk.hookimpl
+        def vqtk_register_components(self, register):
+            register("data", "nores", NoResolution)
+
+    record = Registry().register_plugin(Plugin(), "nores")
+    assert "every data takes resolution; missing resolution" in record.error
+
+
+def test_eval_data_path_uses_the_declared_folder_source(registry):
+    from vqtk.evaluation.run import folder_source
+
+    assert folder_source(registry) == "image_folder"
+    with pytest.raises(vqtk.VqtkError, match="no installed data source reads a folder"):
+        folder_source(Registry())
+
+
+def test_a_quantizer_breaking_its_shape_only_in_training_is_named(registry, tmp_path):
+    """The shape probe runs in eval mode; the contract is also checked on every call."""
+    recipe = testing.tiny_recipe(model={"quantizer": {"type": "warmup_vq", "dim": 8}}, train={"steps": 1})
+    trainer = testing.runs._trainer(recipe, tmp_path / "run", registry, resume=False)
+    quantizer = trainer.model.quantizer
+    honest = quantizer.quantize
+
+    def cropped_in_training(z):
+        out = honest(z)
+        if quantizer.training:
+            out.quantized = out.quantized[..., :-1]
+        return out
+
+    quantizer.quantize = cropped_in_training
+    with pytest.raises(vqtk.VqtkError) as info:
+        trainer.run()
+    assert str(info.value) == ("model.quantizer (quantized): returned shape (2, 8, 8, 7), expected (2, 8, 8, 8) "
+                               "(WarmupQuantizer.quantize in training mode)")

@@ -9,7 +9,6 @@ the built-in ``lpips`` insists on its pretrained backbone).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional
 
 import attrs
@@ -48,10 +47,8 @@ def perceptual_class(spec: Any) -> Optional[type]:
     Only components registered by their class (or a ``functools.partial`` of
     it) can be asked before they are built.
     """
-    target = spec.target
-    while isinstance(target, functools.partial):
-        target = target.func
-    return target if isinstance(target, type) and issubclass(target, PerceptualDistance) else None
+    cls = spec.component_class
+    return cls if cls is not None and issubclass(cls, PerceptualDistance) else None
 
 
 def _find(recipe: Any, registry: Any) -> Optional[tuple[Any, Any]]:

@@ -21,6 +21,7 @@ from vqtk.evaluation.metrics import Unavailable
 from vqtk.evaluation.perceptual import LPIPSMetric, build_lpips_metric
 from vqtk.evaluation.plots import code_histogram_image
 from vqtk.evaluation.report import build_report, data_section, model_section, settings_section, write_json
+from vqtk.interfaces import FolderDataSource
 from vqtk.io.checkpoint import MODEL_FILE, resolve_checkpoint
 from vqtk.io.images import save_grid, save_png
 from vqtk.pretrained import load
@@ -40,19 +41,29 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
 
 
 def data_resolution(recipe: Any) -> int:
-    """The image side of the recipe's ``[data]`` table, or 256 for a data source that has none.
+    """The image side of the recipe's ``[data]`` table (every data source declares ``resolution``)."""
+    return recipe.data.config.resolution
 
-    (Data configs do not declare ``resolution``; this is the one place that asks.)
-    """
-    return getattr(recipe.data.config, "resolution", None) or 256
+
+def folder_source(registry: Any) -> str:
+    """The registered data source that reads any folder (a :class:`FolderDataSource`), by name."""
+    found = [s.name for s in registry.components("data")
+             if s.component_class is not None and issubclass(s.component_class, FolderDataSource)]
+    if not found:
+        raise VqtkError("--data-path: no installed data source reads a folder "
+                        "(a vqtk.interfaces.FolderDataSource); use --data to set the recipe's [data] instead")
+    if len(found) > 1:
+        raise VqtkError(f"--data-path: several installed data sources read folders ({', '.join(found)}); "
+                        "choose one with --data type=NAME path=DIR")
+    return found[0]
 
 
 def eval_recipe(recipe: Any, *, data_overrides: Sequence[str] = (), data_path: Optional[str] = None,
                 registry: Any = None) -> Any:
     """The checkpoint's recipe with its ``[data]`` table replaced (``data_path``) and/or overridden.
 
-    ``data_path`` evaluates every image under that folder (an ``image_folder``
-    source at the recipe's resolution, centre crops). ``data_overrides`` are
+    ``data_path`` evaluates every image under that folder (the installed
+    :class:`FolderDataSource`, built-in ``image_folder``, at the recipe's resolution, centre crops). ``data_overrides`` are
     ``key=value`` TOML literals applied inside ``[data]``.
     """
     if not data_overrides and data_path is None:
@@ -61,7 +72,7 @@ def eval_recipe(recipe: Any, *, data_overrides: Sequence[str] = (), data_path: O
     raw = RecipeConverter(registry).unstructure(recipe)
     if data_path is not None:
         folder = str(Path(data_path).expanduser())
-        raw["data"] = {"type": "image_folder", "path": folder, "eval_path": folder,
+        raw["data"] = {"type": folder_source(registry), "path": folder, "eval_path": folder,
                        "resolution": data_resolution(recipe)}
     raw = apply_overrides(raw, [f"data.{o}" for o in data_overrides])
     try:

@@ -7,7 +7,7 @@ the typed records they return. Built-in and third-party plugins subclass them.
 
 from vqtk.interfaces.capabilities import PerceptualDistance, RestartableQuantizer
 from vqtk.interfaces.converter import ConversionResult, Converter
-from vqtk.interfaces.data import DataSource
+from vqtk.interfaces.data import DataSource, FolderDataSource
 from vqtk.interfaces.decoder import Decoder
 from vqtk.interfaces.discriminator import Discriminator, Logits, logit_maps
 from vqtk.interfaces.encoder import Encoder
@@ -36,6 +36,7 @@ __all__ = [
     "Discriminator",
     "DiscriminatorLogits",
     "Encoder",
+    "FolderDataSource",
     "Loss",
     "LossInputs",
     "Logits",

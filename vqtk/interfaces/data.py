@@ -19,6 +19,9 @@ class DataSource(abc.ABC):
 
     #: arguments the assembler fills in from other parts of the recipe
     provided_arguments: ClassVar[tuple[str, ...]] = ()
+    #: arguments every data source's recipe table has (the registry refuses one without them):
+    #: tools read ``[data] resolution`` without building the source (whose files may be elsewhere)
+    required_arguments: ClassVar[tuple[str, ...]] = ("resolution",)
 
     resolution: int
     channels: int = 3
@@ -43,3 +46,14 @@ class DataSource(abc.ABC):
     def describe(self) -> str:
         """One line for logs, e.g. ``"image folder /data/x: 1200 train, 50 eval"``."""
         return type(self).__name__
+
+
+class FolderDataSource(DataSource):
+    """A data source over a folder of image files, which tools can point at any folder.
+
+    Its recipe table takes ``path`` (training images), ``eval_path`` (held-out
+    images; the same folder evaluates every image in it) and ``resolution``:
+    ``vqtk eval --data-path DIR`` builds the registered folder source for ``DIR``.
+    """
+
+    required_arguments: ClassVar[tuple[str, ...]] = ("resolution", "path", "eval_path")

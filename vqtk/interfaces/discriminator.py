@@ -25,6 +25,8 @@ class Discriminator(nn.Module, abc.ABC):
     in_channels: int
     #: arguments the assembler fills in (none for discriminators)
     provided_arguments: ClassVar[tuple[str, ...]] = ()
+    #: arguments every component of this kind takes (none)
+    required_arguments: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> Logits: ...

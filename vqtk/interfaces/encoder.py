@@ -19,6 +19,8 @@ class Encoder(nn.Module, abc.ABC):
 
     #: arguments the assembler fills in from other parts of the recipe
     provided_arguments: ClassVar[tuple[str, ...]] = ()
+    #: arguments every component of this kind takes (none)
+    required_arguments: ClassVar[tuple[str, ...]] = ()
 
     in_channels: int
     out_channels: int

@@ -127,6 +127,8 @@ class Loss(nn.Module, abc.ABC):
     needs_real_gradients: bool = False
     #: arguments the assembler fills in (none for losses)
     provided_arguments: ClassVar[tuple[str, ...]] = ()
+    #: arguments every component of this kind takes (none)
+    required_arguments: ClassVar[tuple[str, ...]] = ()
 
     def generator_loss(self, inputs: LossInputs) -> Optional[LossTerm]:
         """The term the encoder/quantizer/decoder minimise, or ``None`` when this loss has none."""

@@ -47,6 +47,8 @@ class Prior(nn.Module, abc.ABC):
     #: arguments the assembler takes from the tokenizer the prior models, so a recipe
     #: need not repeat them (repeating them is allowed when the values agree)
     provided_arguments: ClassVar[tuple[str, ...]] = ("codebook_size", "num_codebooks", "grid_size")
+    #: arguments every component of this kind takes (none)
+    required_arguments: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def loss(self, indices: torch.Tensor, labels: Optional[torch.Tensor] = None) -> PriorOutput:

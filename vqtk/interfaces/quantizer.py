@@ -10,6 +10,7 @@ import attrs
 import torch
 from torch import nn
 
+from vqtk.errors import VqtkError
 from vqtk.measure import code_histogram, code_usage, perplexity
 
 
@@ -70,6 +71,8 @@ class Quantizer(nn.Module, abc.ABC):
 
     #: arguments the assembler fills in from other parts of the recipe
     provided_arguments: ClassVar[tuple[str, ...]] = ()
+    #: arguments every component of this kind takes (none)
+    required_arguments: ClassVar[tuple[str, ...]] = ()
 
     dim: int
     codebook_size: int
@@ -95,6 +98,11 @@ class Quantizer(nn.Module, abc.ABC):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         with torch.autocast(device_type=z.device.type, enabled=False):
             out = self.quantize(z.float())
+        if isinstance(out, QuantizerOutput) and tuple(out.quantized.shape) != tuple(z.shape):
+            # checked on every call, not only by the shape probe: a training-only path can break it
+            mode = "training" if self.training else "eval"
+            raise VqtkError(f"model.quantizer (quantized): returned shape {tuple(out.quantized.shape)}, "
+                            f"expected {tuple(z.shape)} ({type(self).__name__}.quantize in {mode} mode)")
         # in the input's layout, whatever view the subclass returned: a decoder fed a
         # channels_last view by accident runs its GroupNorms several times slower on CPU
         out.quantized = out.quantized.contiguous(memory_format=_memory_format(z))

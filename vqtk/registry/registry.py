@@ -26,7 +26,7 @@ from vqtk.errors import PluginBug, PluginError, VqtkError
 from vqtk.interfaces import KINDS
 from vqtk.interfaces.converter import Converter, check_converter
 from vqtk.registry.hookspecs import PROJECT, VqtkHookSpec
-from vqtk.registry.signature import arguments, config_from_signature
+from vqtk.registry.signature import arguments, config_from_signature, unwrap
 
 ENTRY_POINT_GROUP = "vqtk"
 #: Comma-separated entry-point names to load; unset loads all (like LLM_LOAD_PLUGINS).
@@ -58,6 +58,12 @@ class ComponentSpec:
     doc: str = ""
     target: Optional[Callable[..., Any]] = None
     distribution: Optional[str] = None
+
+    @property
+    def component_class(self) -> Optional[type]:
+        """The class a registered component builds, when known before building (``None`` for factories)."""
+        target = unwrap(self.target) if self.target is not None else None
+        return target if inspect.isclass(target) else None
 
     @property
     def origin(self) -> str:
@@ -293,6 +299,14 @@ class Registry:
                 raise PluginError(f"{where}: build must be callable")
             target = None
             text = doc or _first_line(build.__doc__) or _first_line(config.__doc__)
+        base = KINDS[kind]
+        if target is not None and inspect.isclass(unwrap(target)) and issubclass(unwrap(target), base):
+            base = unwrap(target)  # a subclass may require more (a FolderDataSource its paths)
+        fields = {f.name for f in attrs.fields(config)}
+        missing = [a for a in base.required_arguments if a not in fields]
+        if missing:
+            raise PluginError(f"{where}: every {kind} takes {', '.join(base.required_arguments)}; "
+                              f"missing {', '.join(missing)}")
         return ComponentSpec(kind=kind, name=name, config=config, build=build, plugin=plugin,
                              doc=_first_line(text), target=target, distribution=record.distribution)
 

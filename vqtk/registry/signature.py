@@ -39,7 +39,7 @@ DOC = "vqtk_doc"
 PROVIDED = "vqtk_provided"
 
 
-def _unwrap(target: Callable) -> Callable:
+def unwrap(target: Callable) -> Callable:
     """The class or function behind ``functools.partial`` layers."""
     while isinstance(target, functools.partial):
         target = target.func
@@ -55,13 +55,13 @@ _ARGUMENTLESS = (object.__init__, torch.nn.Module.__init__)
 
 
 def _target_function(target: Callable) -> Callable:
-    target = _unwrap(target)
+    target = unwrap(target)
     return target.__init__ if inspect.isclass(target) else target
 
 
 def argument_docs(target: Callable) -> tuple[str, dict[str, str]]:
     """``(summary, {argument: description})`` from the docstrings of ``target`` (and its ``__init__``)."""
-    target = _unwrap(target)
+    target = unwrap(target)
     texts = [inspect.getdoc(target) or ""]
     if inspect.isclass(target) and target.__init__.__doc__:
         texts.append(inspect.cleandoc(target.__init__.__doc__))
@@ -103,7 +103,7 @@ def config_from_signature(
     unresolvable annotation.
     """
     fn = _target_function(target)
-    if inspect.isclass(_unwrap(target)) and fn in _ARGUMENTLESS:
+    if inspect.isclass(unwrap(target)) and fn in _ARGUMENTLESS:
         fn = _no_arguments  # a class that keeps object's or nn.Module's __init__ takes no arguments
     try:
         # a functools.partial's keywords become the defaults (still settable by a recipe)
@@ -139,7 +139,7 @@ def config_from_signature(
             kwargs["default"] = default
         fields[param.name] = attrs.field(**kwargs)
     # required fields first, as attrs needs for a plain __init__ (kw_only lifts this, but keep order readable)
-    name = f"{getattr(_unwrap(target), '__name__', 'Component')}Config"
+    name = f"{getattr(unwrap(target), '__name__', 'Component')}Config"
     body: dict[str, Any] = {"__doc__": doc or summary}
     if check is not None:
         def __attrs_post_init__(self: Any) -> None:  # noqa: N807 - attrs hook

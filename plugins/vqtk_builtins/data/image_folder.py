@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from vqtk.config import each, in_range, non_empty, positive
 from vqtk.errors import VqtkError
-from vqtk.interfaces import DataSource
+from vqtk.interfaces import FolderDataSource
 from vqtk_builtins.data.transforms import (
     DEFAULT_MAX_PIXELS,
     crop_square,
@@ -156,7 +156,7 @@ class ImageFolderDataset(Dataset):
         return random_hflip(x) if self.hflip else x
 
 
-class ImageFolder(DataSource):
+class ImageFolder(FolderDataSource):
     """A folder of images: shorter side resized to ``resolution``, then cropped square.
 
     The eval set is either a hash-chosen ``eval_fraction`` of the files or a
