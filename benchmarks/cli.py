@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import torch
 
-from benchmarks import codec, optimizer_step, prior_sampling, quantizer_alone, stage1_step
+from benchmarks import codec, data_loading, optimizer_step, prior_sampling, quantizer_alone, stage1_step
 from benchmarks.context import Context
 from benchmarks.machine import load_average, machine_info
 from benchmarks.presets import FULL, PRESETS, SMALL, SMOKE
@@ -24,9 +24,9 @@ from benchmarks.report import write_all
 
 log = logging.getLogger("vqtk.benchmarks")
 
-FAMILIES = ("stage1", "codec", "prior", "quantizer", "optimizer")
+FAMILIES = ("stage1", "codec", "prior", "quantizer", "optimizer", "data")
 UNITS = {"stage1": stage1_step.UNIT, "codec": codec.UNIT, "prior": prior_sampling.UNIT,
-         "quantizer": quantizer_alone.UNIT, "optimizer": optimizer_step.UNIT}
+         "quantizer": quantizer_alone.UNIT, "optimizer": optimizer_step.UNIT, "data": data_loading.UNIT}
 
 
 def plan() -> dict[str, list[str]]:
@@ -37,6 +37,7 @@ def plan() -> dict[str, list[str]]:
         "prior": [k for k, _, _ in prior_sampling.ITEMS],
         "quantizer": [f"{k}-{m}" for k, m in quantizer_alone.items()],
         "optimizer": list(optimizer_step.ITEMS),
+        "data": list(data_loading.ITEMS),
     }
 
 
@@ -70,7 +71,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     size.add_argument("--smoke", action="store_true", help="tiny models, one or two repeats (CI; seconds)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     p.add_argument("--only", nargs="+", metavar="NAME",
-                   help="run only these: a family (stage1, codec, prior, quantizer, optimizer) or FAMILY:KEY "
+                   help="run only these: a family (stage1, codec, prior, quantizer, optimizer, data) or FAMILY:KEY "
                         "(e.g. stage1:bf16, quantizer:fsq); see --list")
     p.add_argument("--list", action="store_true", help="print every FAMILY:KEY and exit")
     p.add_argument("--out", type=Path, help="output folder (default runs/benchmarks/PRESET-DEVICE-TIME)")
@@ -166,6 +167,8 @@ def run(ctx: Context, chosen: dict[str, list[str]]) -> list[dict]:
     if chosen["optimizer"]:
         jobs.append(("optimizer", ",".join(chosen["optimizer"]),
                      lambda: optimizer_step.measure_all(ctx, chosen["optimizer"])))
+    if chosen["data"]:
+        jobs.append(("data", ",".join(chosen["data"]), lambda: data_loading.measure_all(ctx, chosen["data"])))
     prime(ctx.device)
     results = []
     for i, (family, key, fn) in enumerate(jobs, 1):
@@ -175,6 +178,7 @@ def run(ctx: Context, chosen: dict[str, list[str]]) -> list[dict]:
             log.info("[%d/%d] %s %s: %s (%.1f s)", i, len(jobs), family, r["key"], _summary(r),
                      time.perf_counter() - t0)
         results.extend(records)
+    data_loading.bottleneck_notes(results)
     return results
 
 

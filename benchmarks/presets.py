@@ -34,6 +34,7 @@ class Preset:
         prior_overrides: applied to both prior recipes (GPT and MaskGIT share every setting).
         prior_batch: grids sampled per call.
         quantizer_codes, quantizer_dim, quantizer_grid, quantizer_batch: the quantizer-alone sizes.
+        data_batch: items each data-loading call decodes and augments.
     """
 
     name: str
@@ -50,6 +51,7 @@ class Preset:
     quantizer_dim: int = 64
     quantizer_grid: int = 16
     quantizer_batch: int = 8
+    data_batch: int = 16
 
     @property
     def recipe_path(self) -> Path:
@@ -111,6 +113,7 @@ SMOKE = Preset(
     quantizer_dim=8,
     quantizer_grid=4,
     quantizer_batch=2,
+    data_batch=4,
 )
 
 PRESETS = {p.name: p for p in (FULL, SMALL, SMOKE)}

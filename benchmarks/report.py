@@ -16,7 +16,10 @@ FAMILY_TITLES = {
     "prior": "Prior sampling",
     "quantizer": "Quantizer alone",
     "optimizer": "Generator optimizer step",
+    "data": "Data loading, decode + augment per loader worker",
 }
+#: families whose rows compare with a row of their own rather than a baseline: the column's heading
+RELATIVE = {"prior": "speed vs gpt · no cache", "data": "speed vs image_folder"}
 
 VQTK_COLOUR = (31, 119, 180)
 BASELINE_COLOUR = (150, 150, 150)
@@ -55,8 +58,8 @@ def _mfu(side: Optional[dict]) -> str:
 def family_table(records: list[dict]) -> list[str]:
     """Markdown lines of one family's table."""
     unit = records[0]["unit"]
-    prior = records[0]["family"] == "prior"
-    ratio_head = "speed vs gpt · no cache" if prior else "speed ratio vqtk/baseline"
+    prior = records[0]["family"] in RELATIVE
+    ratio_head = RELATIVE.get(records[0]["family"], "speed ratio vqtk/baseline")
     lines = [
         f"| measurement | vqtk {unit} (min–max) | baseline {unit} (min–max) | {ratio_head} | "
         "vqtk peak MiB | baseline peak MiB | vqtk TFLOP/s | vqtk MFU |",
@@ -107,6 +110,8 @@ def markdown(result: dict) -> str:
     for family, records in by_family.items():
         lines += ["", f"## {FAMILY_TITLES.get(family, family)} ({records[0]['unit']})", ""]
         lines += family_table(records)
+        notes = [f"- {r['name']}: {note}" for r in records for note in r.get("notes", [])]
+        lines += ["", *notes] if notes else []
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ["VQTK_OFFLINE"] = "1"  # tests never download weights; tests/core/test_weights.py serves its own locally
 
 # tiny test tensors gain nothing from a second thread, and it contends with other processes
 torch.set_num_threads(1)

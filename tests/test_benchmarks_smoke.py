@@ -34,7 +34,8 @@ from benchmarks.memory import PeakMemory  # noqa: E402
 from benchmarks.presets import SMOKE  # noqa: E402
 from benchmarks.timing import paired_ratios, quantile, summarise  # noqa: E402
 
-SMOKE_ONLY = ["stage1:reference", "stage1:compile", "codec:vq", "prior", "quantizer:fsq", "optimizer:make_optimizer"]
+SMOKE_ONLY = ["stage1:reference", "stage1:compile", "codec:vq", "prior", "quantizer:fsq", "optimizer:make_optimizer",
+              "data"]
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +64,15 @@ def test_smoke_run_writes_json_markdown_and_png(smoke_run):
     keys = [(r["family"], r["key"]) for r in data["results"]]
     assert keys == [("stage1", "reference"), ("stage1", "compile"), ("codec", "vq-encode"), ("codec", "vq-decode"),
                     ("prior", "gpt-no-cache"), ("prior", "gpt-kv-cache"), ("prior", "maskgit"),
-                    ("quantizer", "fsq-train"), ("quantizer", "fsq-encode"), ("optimizer", "make_optimizer")]
+                    ("quantizer", "fsq-train"), ("quantizer", "fsq-encode"), ("optimizer", "make_optimizer"),
+                    ("data", "image_folder"), ("data", "shards"), ("data", "shards-resized")]
     assert not [r for r in data["results"] if r["error"]]
 
     md = (out / "results.md").read_text()
     for heading in ("## Stage-1 training step (images/s)", "## Encode to indices / decode from indices (images/s)",
                     "## Prior sampling (tokens/s)", "## Quantizer alone (vectors/s)",
-                    "## Generator optimizer step (steps/s)"):
+                    "## Generator optimizer step (steps/s)",
+                    "## Data loading, decode + augment per loader worker (images/s)"):
         assert heading in md
     assert "| vq · patchgan · eager · fp32 |" in md
     assert "| vq · patchgan · compile · fp32 | skipped: torch.compile skipped on CPU" in md
@@ -121,6 +124,22 @@ def test_smoke_prior_and_quantizer_records(smoke_run):
     assert opt["baseline"]["label"] == "torch.optim.Adam defaults (for-loop)"
 
 
+def test_smoke_data_rows_compare_loaders_and_count_workers(smoke_run):
+    _, out = smoke_run
+    results = {r["key"]: r for r in json.loads((out / "results.json").read_text())["results"] if r["family"] == "data"}
+    assert list(results) == ["image_folder", "shards", "shards-resized"]
+    step = next(r for r in json.loads((out / "results.json").read_text())["results"] if r["key"] == "reference")
+    for key, r in results.items():
+        assert r["unit"] == "images/s" and r["config"]["resolution"] == 32 and r["baseline"] is None
+        assert r["vqtk"]["items_per_call"] == SMOKE.data_batch and r["vqtk"]["throughput"] > 0
+        workers = math.ceil(step["vqtk"]["throughput"] / r["vqtk"]["throughput"])
+        assert r["notes"] == [f"the stage-1 step `reference` takes {step['vqtk']['throughput']:.3g} images/s: "
+                              f"{workers} such loader worker(s) keep it fed"]
+        assert (r.get("relative_to") is None) == (key == "image_folder")
+    assert results["shards"]["relative_to"]["key"] == "image_folder"
+    assert "| shards · 32px · 1 worker |" in (out / "results.md").read_text()
+
+
 # -- the pieces -----------------------------------------------------------------------
 
 
@@ -128,11 +147,11 @@ def test_bad_arguments_exit_2_with_one_line(capsys):
     assert cli.main(["--only", "stage1:nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["python -m benchmarks: error: --only stage1:nope: no such measurement (families: stage1, "
-                   "codec, prior, quantizer, optimizer; `--list` shows every FAMILY:KEY)"]
+                   "codec, prior, quantizer, optimizer, data; `--list` shows every FAMILY:KEY)"]
     assert cli.main(["--list"]) == 0
     listed = capsys.readouterr().out.split()
     assert "stage1:reference" in listed and "quantizer:vq-no-dead-code-train" in listed
-    assert len(listed) == 11 + 12 + 3 + 14 + 3  # stage1, codec, prior, quantizer, optimizer
+    assert len(listed) == 11 + 12 + 3 + 14 + 3 + 3  # stage1, codec, prior, quantizer, optimizer, data
 
 
 def test_summarise_quantiles_and_paired_ratios_by_hand():

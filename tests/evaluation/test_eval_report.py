@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import types
 from pathlib import Path
@@ -36,37 +35,6 @@ def _parser() -> argparse.ArgumentParser:
 def vqtk_eval(*argv: str) -> int:
     args = _parser().parse_args(["eval", *map(str, argv)])
     return args.func(args)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A 2-step tiny tokenizer trained with ``vqtk run`` (built-in plugin only) and its registry."""
-    import vqtk_builtins
-
-    import vqtk.registry.registry as registry_module
-    from vqtk.cli import main
-    from vqtk.registry import Registry
-
-    registry = Registry()
-    registry.register_plugin(vqtk_builtins, "builtins")
-    root = tmp_path_factory.mktemp("eval")
-    (root / "tiny.toml").write_text(TINY)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(registry_module, "_default", registry)
-        code = main(["run", str(root / "tiny.toml"), "--out", str(root / "run"), "--no-progress",
-                     "train.steps=2", "train.image_every=100", "train.checkpoint_every=100",
-                     "loss.gan.start_step=1000"])
-    assert code == 0
-    return root / "run", registry
-
-
-@pytest.fixture
-def env(tiny_run, use_registry, monkeypatch, tmp_path):
-    """The tiny run, its registry installed as default, and an empty torch hub cache."""
-    run, registry = tiny_run
-    use_registry(registry)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    return run
 
 
 def test_report_fields_values_and_pictures(env, tmp_path, capsys):
@@ -108,7 +76,7 @@ def test_report_fields_values_and_pictures(env, tmp_path, capsys):
     assert "vgg16-397923af.pth" in m["lpips"]["reason"] and str(hub) in m["lpips"]["reason"]
     assert "--lpips-weights" in m["lpips"]["reason"]
     assert m["rfid"]["available"] is False
-    assert m["rfid"]["reason"].startswith(f"needs inception_v3_google-0cc3c7bd.pth in {hub}")
+    assert m["rfid"]["reason"].startswith(f"needs {fid.INCEPTION_FILE} in {hub}")
 
     # pictures next to the report: code histogram and a 2-row grid of the 4 images
     assert report["files"] == {"code_histogram": "tiny_codes.png", "reconstructions": "tiny_recon.png"}
@@ -116,7 +84,7 @@ def test_report_fields_values_and_pictures(env, tmp_path, capsys):
     assert Image.open(out.parent / "tiny_recon.png").size == (4 * 18 + 2, 2 * 18 + 2)
     printed = capsys.readouterr().out
     assert "PSNR (dB)" in printed and "lpips: not computed: loss lpips:" in printed
-    assert "rfid: not computed: needs inception_v3_google-0cc3c7bd.pth" in printed
+    assert f"rfid: not computed: needs {fid.INCEPTION_FILE}" in printed
 
 
 def test_data_overrides_max_images_and_image_folders(env, tmp_path):
@@ -203,41 +171,6 @@ def test_compare_rows_include_each_codebook_of_multi_codebook_reports():
     rows = compare.report_rows(report)
     assert ("  codebook 0", 0.75, "higher") in rows and ("  codebook 1", 0.25, "higher") in rows
     assert ("PSNR (dB)", None, "higher") in rows
-
-
-def _random_state_like_inception() -> dict[str, torch.Tensor]:
-    """Random tensors with the names and shapes of torchvision's Inception v3 (fast: no layer init)."""
-    from torchvision.models import inception_v3
-
-    with torch.device("meta"):
-        shapes = inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict()
-    torch.manual_seed(0)
-    state = {}
-    for name, t in shapes.items():
-        if name.endswith("num_batches_tracked"):
-            state[name] = torch.zeros((), dtype=torch.long)
-        elif name.endswith("running_var"):
-            state[name] = torch.ones(t.shape)
-        elif name.endswith("running_mean"):
-            state[name] = torch.zeros(t.shape)
-        else:
-            state[name] = torch.empty(t.shape).uniform_(-0.1, 0.1)
-    return state
-
-
-def test_rfid_with_inception_weights_from_a_file(env, tmp_path):
-    weights = tmp_path / fid.INCEPTION_FILE
-    torch.save(_random_state_like_inception(), weights)
-    r = run_evaluation(env, out=tmp_path / "r.json", inception_weights=str(weights), max_images=2)
-    rfid = r["metrics"]["rfid"]
-    assert rfid["available"] is True and math.isfinite(rfid["value"]) and rfid["value"] >= 0
-    assert rfid["images"] == 2 and rfid["weights"] == str(weights)
-    assert rfid["feature_layer"].startswith("pool3: 2048-d") and "torchvision inception_v3" in rfid["implementation"]
-    assert "not comparable" in rfid["note"] and "rank-deficient" in rfid["warning"]
-    wrong = tmp_path / "wrong.pth"
-    torch.save({"conv.weight": torch.zeros(1)}, wrong)
-    with pytest.raises(VqtkError, match="is not torchvision's inception_v3_google-0cc3c7bd.pth"):
-        fid.InceptionFeatures(wrong)
 
 
 def test_lpips_uses_the_registered_loss_with_pretrained_backbones_only(builtins_registry, monkeypatch, tmp_path):

@@ -14,7 +14,7 @@ import vqtk_builtins
 from vqtk.interfaces import Quantizer
 from vqtk.registry import ComponentSpec, Registry
 
-NAMES = ("vq", "ema_vq", "factorized", "residual", "fsq", "lfq", "simvq", "gumbel")
+NAMES = ("vq", "ema_vq", "factorized", "residual", "fsq", "lfq", "simvq", "gumbel", "ibq")
 
 #: the built-in plugin alone, registered once for the module (the parametrisations need it at collection)
 REGISTRY = Registry()
@@ -52,6 +52,16 @@ CASES = {
     "factorized-entropy": (
         "factorized", dict(dim=8, codebook_size=16, codebook_dim=4, entropy_loss_weight=0.1), 16, 1
     ),
+    "factorized-llamagen-entropy": (
+        "factorized",
+        dict(dim=8, codebook_size=16, codebook_dim=4, entropy_loss_weight=0.1, entropy_penalty="llamagen",
+             sample_entropy_weight=0.5),
+        16, 1,
+    ),
+    "ema_vq-rotation": ("ema_vq", dict(dim=8, codebook_size=16, rotation_trick=True), 16, 1),
+    "residual-rotation-cosine": (
+        "residual", dict(dim=8, codebook_size=16, num_quantizers=2, rotation_trick=True, use_cosine_sim=True), 16, 2
+    ),
     "residual": ("residual", dict(dim=8, codebook_size=16, num_quantizers=3), 16, 3),
     "residual-factorised": ("residual", dict(dim=8, codebook_size=16, num_quantizers=2, codebook_dim=4), 16, 2),
     "fsq": ("fsq", dict(levels=(3, 5), dim=8), 15, 1),
@@ -62,8 +72,13 @@ CASES = {
     "simvq-straight-through": (
         "simvq", dict(dim=8, codebook_size=16, rotation_trick=False, frozen_codebook_dim=4), 16, 1
     ),
+    "simvq-factorised-cosine": ("simvq", dict(dim=8, codebook_size=16, codebook_dim=4, use_cosine_sim=True), 16, 1),
     "gumbel": ("gumbel", dict(dim=8, codebook_size=16), 16, 1),
     "gumbel-soft": ("gumbel", dict(dim=8, codebook_size=16, straight_through=False, temperature=0.5), 16, 1),
+    "ibq": ("ibq", dict(dim=8, codebook_size=16), 16, 1),
+    "ibq-factorised-cosine": (
+        "ibq", dict(dim=8, codebook_size=16, codebook_dim=4, use_cosine_sim=True, entropy_loss_weight=0.0), 16, 1
+    ),
 }
 
 

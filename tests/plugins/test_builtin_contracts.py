@@ -21,6 +21,7 @@ CASES = [
     ("quantizer", "lfq", {"dim": 4}, {}),
     ("quantizer", "simvq", {"dim": 8, "codebook_size": 16}, {}),
     ("quantizer", "gumbel", {"dim": 8, "codebook_size": 16}, {}),
+    ("quantizer", "ibq", {"dim": 8, "codebook_size": 16}, {}),
     ("discriminator", "patchgan", {"ndf": 8, "n_layers": 2}, {"resolution": 32}),
     ("discriminator", "multiscale_patchgan", {"ndf": 8, "n_layers": 1, "num_scales": 2}, {"resolution": 32}),
     ("discriminator", "stylegan", {"resolution": 16, "channels": 8, "max_channels": 16}, {"resolution": 16}),

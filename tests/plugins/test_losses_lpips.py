@@ -1,15 +1,19 @@
-"""The built-in lpips loss: finding backbone weights offline, the shipped linear layers, values and gradients."""
+"""The built-in lpips loss: finding and verifying backbone weights (offline here), linear layers, values, gradients."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
 import logging
 
 import pytest
 import torch
 from loss_inputs import make_inputs
 
-from vqtk.errors import VqtkError
-from vqtk_builtins.losses.lpips_weights import BACKBONE_FILES, lpips_linear_weights_path
+from vqtk.errors import MissingFileError, VqtkError
+from vqtk.io import weights
+from vqtk_builtins.losses.lpips_weights import BACKBONE_FILES, BACKBONE_KEYS, lpips_linear_weights_path
 
 pytestmark = pytest.mark.usefixtures("empty_hub_dir")
 
@@ -31,6 +35,21 @@ def write_backbone(directory, net: str) -> tuple:
     state = torchvision_features(net)
     torch.save(state, path)
     return path, state
+
+
+def install_backbone(directory, net: str, monkeypatch) -> dict:
+    """A fake backbone saved in ``directory`` under a torch-hub name carrying its own hash, made the
+    net's known weight file (vqtk.io.weights.KNOWN) for the test: the real files' hashes cannot be faked."""
+    state = torchvision_features(net)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    prefix = hashlib.sha256(buffer.getvalue()).hexdigest()[:8]
+    record = weights.KNOWN[BACKBONE_KEYS[net]]
+    record = dataclasses.replace(record, file=f"{record.file.rsplit('-', 1)[0]}-{prefix}.pth", sha256_prefix=prefix)
+    monkeypatch.setitem(weights.KNOWN, record.key, record)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / record.file).write_bytes(buffer.getvalue())
+    return state
 
 
 def assert_backbone_is(loss, state: dict) -> None:
@@ -76,7 +95,7 @@ def test_lpips_finds_the_backbone_in_the_hub_cache_under_torch_home(tmp_path, mo
 
     monkeypatch.setattr(torch.hub, "_hub_dir", None)  # let $TORCH_HOME decide
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    _path, state = write_backbone(tmp_path / "torch_home" / "hub" / "checkpoints", "squeeze")
+    state = install_backbone(tmp_path / "torch_home" / "hub" / "checkpoints", "squeeze", monkeypatch)
     assert_backbone_is(LPIPSLoss(net="squeeze"), state)
 
 
@@ -84,8 +103,28 @@ def test_lpips_finds_the_backbone_in_a_hub_dir_set_by_torch(tmp_path, monkeypatc
     from vqtk_builtins.losses.perceptual import LPIPSLoss
 
     torch.hub.set_dir(str(tmp_path / "elsewhere"))  # restored by the empty_hub_dir fixture's monkeypatch
-    _path, state = write_backbone(tmp_path / "elsewhere" / "checkpoints", "squeeze")
+    state = install_backbone(tmp_path / "elsewhere" / "checkpoints", "squeeze", monkeypatch)
     assert_backbone_is(LPIPSLoss(net="squeeze"), state)
+
+
+def test_lpips_finds_the_backbone_in_vqtk_weights_dir(tmp_path, monkeypatch, no_network):
+    from vqtk_builtins.losses.perceptual import LPIPSLoss
+
+    monkeypatch.setenv("VQTK_WEIGHTS_DIR", str(tmp_path / "shared"))
+    state = install_backbone(tmp_path / "shared", "squeeze", monkeypatch)
+    assert_backbone_is(LPIPSLoss(net="squeeze"), state)
+
+
+def test_lpips_refuses_a_cached_backbone_whose_hash_is_wrong(empty_hub_dir, no_network):
+    from vqtk_builtins.losses.perceptual import LPIPSLoss
+
+    path, _ = write_backbone(empty_hub_dir / "checkpoints", "squeeze")  # the real name, not the real bytes
+    with pytest.raises(VqtkError) as err:
+        LPIPSLoss(net="squeeze")
+    message = str(err.value)
+    assert "\n" not in message and not isinstance(err.value, MissingFileError)
+    assert message.startswith(f"loss lpips: {path}: SHA-256 ") and "does not start with b8a52dc0" in message
+    assert "`vqtk download lpips-squeeze`" in message
 
 
 @pytest.mark.parametrize("net", ["vgg", "alex", "squeeze"])
@@ -98,6 +137,7 @@ def test_lpips_missing_backbone_is_one_actionable_line(net, empty_hub_dir, no_ne
     assert "\n" not in message
     assert BACKBONE_FILES[net] in message
     assert str(empty_hub_dir / "checkpoints") in message
+    assert "VQTK_OFFLINE=1" in message and f"`vqtk download lpips-{net}`" in message
     assert "backbone_weights" in message and "pretrained_backbone = false" in message
 
 

@@ -152,6 +152,7 @@ def test_forward_under_autocast_runs_in_float32():
         ("simvq", dict(dim=16, codebook_size=64)),
         ("residual", dict(dim=16, codebook_size=64, num_quantizers=2, decay=0.8)),
         ("gumbel", dict(dim=16, codebook_size=64, kl_weight=0.1)),
+        ("ibq", dict(dim=16, codebook_size=64)),
     ],
     ids=lambda v: v if isinstance(v, str) else "",
 )

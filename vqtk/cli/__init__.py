@@ -18,11 +18,14 @@ from typing import Optional, Sequence
 from vqtk.cli import (
     convert_cmd,
     describe_cmd,
+    download_cmd,
     eval_cmd,
+    fid_stats_cmd,
     inspect_cmds,
     reconstruct_cmd,
     run_cmd,
     sample_cmd,
+    shards_cmd,
 )
 from vqtk.errors import PluginBug, VqtkError
 from vqtk.registry import default_registry
@@ -47,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vqtk {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (run_cmd, inspect_cmds, describe_cmd, reconstruct_cmd, sample_cmd, eval_cmd, convert_cmd):
+    for module in (run_cmd, inspect_cmds, describe_cmd, reconstruct_cmd, sample_cmd, eval_cmd, fid_stats_cmd,
+                   convert_cmd, download_cmd, shards_cmd):
         module.add_commands(sub)
     return parser
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from vqtk.errors import VqtkError
 from vqtk.evaluation.compare import compare_files, compare_table
 from vqtk.evaluation.run import run_evaluation
+from vqtk.train.environment import pick_device
 
 
 def add_commands(sub) -> None:
@@ -19,8 +18,9 @@ def add_commands(sub) -> None:
              "or --compare reports",
         description="Reconstruct every image of the evaluation set (the recipe's data source eval_set(), "
                     "or --data-path) and write a JSON report (docs/eval_report.md) with a code-frequency "
-                    "histogram and a reconstruction grid next to it. LPIPS and rFID need local weight "
-                    "files; without them the report says which file is missing.",
+                    "histogram and a reconstruction grid next to it. LPIPS and rFID need weight files; "
+                    "without them the report says which file is missing. rFID is TensorFlow-Inception FID "
+                    "(torch-fidelity), against the evaluated images or --ref-stats.",
     )
     p.add_argument("checkpoint", nargs="?", help="run folder, checkpoint folder or model.safetensors")
     p.add_argument("--data", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
@@ -35,7 +35,11 @@ def add_commands(sub) -> None:
     p.add_argument("--lpips-weights", metavar="PATH",
                    help="torchvision backbone weights for LPIPS (default: the torch hub cache)")
     p.add_argument("--inception-weights", metavar="PATH",
-                   help="torchvision's inception_v3_google-0cc3c7bd.pth for rFID (default: the torch hub cache)")
+                   help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth for rFID "
+                        "(default: `vqtk download fid-inception`'s copy)")
+    p.add_argument("--ref-stats", metavar="STATS.npz",
+                   help="rFID reference statistics from `vqtk fid-stats` (e.g. of ImageNet val) instead of "
+                        "the evaluated images")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="data-loading worker processes")
     p.add_argument("--compare", nargs="+", metavar="REPORT.json",
@@ -60,16 +64,12 @@ def check_options(args: argparse.Namespace) -> None:
             raise VqtkError(f"--data: expected KEY=VALUE, got {item!r}")
     if args.data_path is not None and not Path(args.data_path).expanduser().is_dir():
         raise VqtkError(f"--data-path: no such folder {args.data_path}")
-    for option, path in (("--lpips-weights", args.lpips_weights), ("--inception-weights", args.inception_weights)):
+    for option, path in (("--lpips-weights", args.lpips_weights), ("--inception-weights", args.inception_weights),
+                         ("--ref-stats", args.ref_stats)):
         if path is not None and not Path(path).expanduser().is_file():
             raise VqtkError(f"{option}: no such file {path}")
     if args.device is not None:
-        try:
-            device = torch.device(args.device)
-        except RuntimeError:
-            raise VqtkError(f"--device: {args.device!r} is not a device (cpu, cuda, cuda:N)") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise VqtkError(f"--device: {args.device!r} requested but CUDA is not available here")
+        pick_device(args.device, "--device")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -90,6 +90,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         lpips_weights=args.lpips_weights,
         inception_weights=args.inception_weights,
+        ref_stats=args.ref_stats,
         device=args.device,
         num_workers=args.workers,
     )

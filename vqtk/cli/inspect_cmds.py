@@ -20,6 +20,7 @@ from vqtk.errors import MissingFileError, VqtkError
 from vqtk.interfaces import KINDS
 from vqtk.recipe import dump_toml, load_recipe
 from vqtk.registry import default_registry
+from vqtk.train.loggers import check_loggers
 
 
 def add_recipe_args(p: argparse.ArgumentParser) -> None:
@@ -56,6 +57,7 @@ def _millions(n: int) -> str:
 
 def cmd_check(args) -> int:
     recipe, _ = load_recipe(args.recipe, args.overrides)
+    check_loggers(recipe.train.loggers)
     model = build_vqgan(recipe)
     disc = build_discriminator(recipe)
     data = build_data(recipe)
@@ -111,7 +113,8 @@ def cmd_check(args) -> int:
               f"{tuple(prior.grid_size)} grids of {prior.codebook_size} codes")
     for text in missing:
         print(f"warning: {text}")
-        print("warning: the recipe is valid, but `vqtk run` stops until that file is in place")
+        print("warning: the recipe is valid, but `vqtk run` stops until that file is in place "
+              "(offline: fetch it with `vqtk download` where there is a network)")
     return 0
 
 

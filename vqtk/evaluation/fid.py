@@ -1,104 +1,179 @@
-"""Reconstruction FID (rFID): Fréchet distance between Inception features of images and reconstructions.
+"""FID features: torch-fidelity's port of TensorFlow's Inception v3, the running statistics, the distance.
 
-vqtk never downloads weights. The feature network is torchvision's
-``inception_v3`` with its ImageNet weights, loaded from a local file (torch's
-hub cache, where torchvision itself would have saved it, or an explicit path).
-Features are the 2048-d global average pool ("pool3") of images resized to
-299x299 by bilinear interpolation.
+Published tokenizer and generator tables (taming-transformers, LlamaGen via
+ADM's evaluator, MaskGIT, ...) measure FID with TensorFlow's 2015-12-05
+Inception graph: 2048-d "pool3" features of uint8 images resized to 299x299
+by TensorFlow 1.x's bilinear resize. :class:`FidInception` computes those
+features through torch-fidelity's ``FeatureExtractorInceptionV3`` (weights
+converted from that graph, TF-exact resize). Other networks (torchvision's
+Inception, clean-fid's antialiased resizing) give different numbers for the
+same images (LlamaGen#34: 4.28 vs 2.11 for one checkpoint).
 
-FID values depend on the network weights, the resizing and the feature layer:
-numbers from different tools (pytorch-fid, clean-fid, TensorFlow, torchvision
-weights) are not comparable (LlamaGen#34 reports 4.28 vs 2.11 for one model).
-The report always names the implementation.
+torch-fidelity never downloads here: its weight file
+(``weights-inception-2015-12-05-6726825d.pth``, :mod:`vqtk.io.weights` key
+``fid-inception``) is loaded from a local path, after a safe read
+(``weights_only``) checked that it holds only tensors; its SHA-256 goes into
+reports and statistics files. The protocol, shared by ``vqtk eval`` and
+``vqtk fid-stats``:
+
+1. images in ``[-1, 1]`` (the data source's tensors, or clamped reconstructions)
+   become uint8 as ``clamp(127.5 x + 128, 0, 255)`` truncated, i.e.
+   ``round((x + 1) * 127.5)`` with halves rounded up (LlamaGen's conversion;
+   images read from 8-bit files get their exact pixel values back);
+2. torch-fidelity resizes them to 299x299 (TF 1.x bilinear, ``align_corners=False``)
+   and scales to ``(x - 128) / 128``;
+3. the 2048-d average pool after ``Mixed_7c`` (torch-fidelity's feature ``"2048"``).
+
+Mean and covariance are accumulated in float64 (:class:`FeatureStatistics`);
+:func:`frechet_distance` is the usual formula, computed stably.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+from scipy.linalg import lapack
 from torch import nn
 
-from vqtk.errors import VqtkError
+from vqtk.errors import MissingFileError, VqtkError
+from vqtk.evaluation.metrics import Unavailable
+from vqtk.io import weights
+from vqtk.io.files import file_sha256
 
-#: torchvision's file for ``Inception_V3_Weights.IMAGENET1K_V1``.
-INCEPTION_FILE = "inception_v3_google-0cc3c7bd.pth"
-IMPLEMENTATION = "vqtk: torchvision inception_v3, IMAGENET1K_V1 weights (inception_v3_google-0cc3c7bd.pth)"
-FEATURE_LAYER = "pool3: 2048-d global average pool after Mixed_7c"
-RESIZE = "bilinear (align_corners=False, no antialias) to 299x299; pixels in [-1, 1], the scale the weights expect"
-NOT_COMPARABLE = (
-    "FID depends on the Inception weights, resizing and feature layer: compare only numbers from the "
-    "same tool; not comparable to pytorch-fid, clean-fid or TensorFlow FID (see LlamaGen#34)"
-)
+log = logging.getLogger("vqtk")
+
+#: the :data:`vqtk.io.weights.KNOWN` key of the FID feature network's weights
+FID_WEIGHTS = "fid-inception"
+
+#: torch-fidelity's weight file (TensorFlow's 2015-12-05 Inception graph, converted)
+INCEPTION_FILE = weights.record_of(FID_WEIGHTS).file
+FEATURE_LAYER = "2048"
 FEATURE_DIM = 2048
-INPUT_SIZE = 299
-
-
-def hub_checkpoint_dir() -> Path:
-    """Where torchvision caches weights: ``torch.hub.get_dir()/checkpoints`` (follows ``$TORCH_HOME``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+#: what a statistics file must have been made with: network, feature layer, quantisation, resize
+PROTOCOL = "tf-inception-2015-12-05/pool3-2048/uint8-round-half-up/tf1-bilinear-299"
+FEATURE_LAYER_TEXT = (
+    "torch-fidelity feature '2048': pool3, the 2048-d global average pool after Mixed_7c "
+    "(the layer of TensorFlow, pytorch-fid and ADM-evaluator FID)"
+)
+QUANTIZE = "[-1, 1] -> uint8 as clamp(127.5 x + 128, 0, 255) truncated (round((x + 1) * 127.5), halves up)"
+RESIZE = "torch-fidelity's TensorFlow-1.x bilinear resize to 299x299 (align_corners=False), then (x - 128) / 128"
+COMPARABLE = (
+    "TensorFlow-Inception FID, the protocol of published tokenizer tables: comparable with a paper's number "
+    "only for the same images and reference (e.g. ImageNet val at 256 px, 50 000 images); not with "
+    "torchvision-Inception or clean-fid numbers (LlamaGen#34)"
+)
 
 
 def find_inception_weights(explicit: Optional[str] = None) -> Optional[Path]:
-    """``explicit`` when given (``vqtk eval`` checked that it exists), else the hub cache's file, else ``None``."""
+    """``explicit`` when given (``vqtk eval`` checked that it exists), else the verified ``fid-inception``
+    file of :mod:`vqtk.io.weights` (downloaded on first use unless offline), else ``None``.
+
+    A download that fails is logged (one line); a corrupt cached copy raises a one-line :class:`VqtkError`.
+    """
     if explicit is not None:
         return Path(explicit).expanduser()
-    cached = hub_checkpoint_dir() / INCEPTION_FILE
-    return cached if cached.is_file() else None
+    try:
+        return weights.fetch(FID_WEIGHTS)
+    except MissingFileError as exc:
+        if not weights.is_offline():
+            log.warning("rfid: %s", exc)
+        return None
 
 
 def missing_weights_reason() -> str:
-    return f"needs {INCEPTION_FILE} in {hub_checkpoint_dir()} (torchvision's ImageNet inception_v3 weights; " \
-           f"vqtk does not download) or --inception-weights PATH"
+    record = weights.record_of(FID_WEIGHTS)
+    where = " or ".join(str(d) for d in weights.weights_dirs())
+    offline = "; VQTK_OFFLINE=1 forbids downloading it" if weights.is_offline() else \
+        " and downloading it failed (see the log)"
+    return (f"needs {record.file} in {where} ({record.what}){offline}: `{weights.download_command(record)}` "
+            "fetches it; or --inception-weights PATH")
 
 
-class InceptionFeatures(nn.Module):
-    """torchvision's Inception v3 cut at the 2048-d average pool, frozen, eval mode.
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in ``[-1, 1]`` to uint8 ``[0, 255]``: ``clamp(127.5 x + 128, 0, 255)`` truncated (see the module doc)."""
+    return (images.float() * 127.5 + 128.0).clamp_(0, 255).to(torch.uint8)
 
-    ``forward`` takes images in ``[-1, 1]`` of any size and returns ``(B, 2048)`` float32.
+
+class FidInception(nn.Module):
+    """torch-fidelity's ``FeatureExtractorInceptionV3`` (feature ``"2048"``), frozen, from a local weight file.
+
+    ``forward`` takes images ``(B, 3, H, W)`` (one channel is repeated) in
+    ``[-1, 1]``, of any size, and returns ``(B, 2048)`` float32 pool3 features
+    of their uint8 quantisation (:func:`to_uint8`). :meth:`describe` names
+    the implementation, weights and protocol for reports and statistics files.
     """
 
-    def __init__(self, weights: Path):
+    def __init__(self, weights_path: Path):
         super().__init__()
-        from torchvision.models import inception_v3
+        import torch_fidelity
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-        with torch.device("meta"):  # no random initialisation: every tensor comes from the file
-            net = inception_v3(weights=None, aux_logits=True, transform_input=False, init_weights=False)
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
+        path = Path(weights_path)
+        try:  # a safe read first: torch-fidelity unpickles the file with weights_only=False
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-            raise VqtkError(f"{weights}: cannot read Inception weights ({type(exc).__name__})") from None
-        if not isinstance(state, dict):
-            raise VqtkError(f"{weights}: does not hold a state dict")
+            raise VqtkError(f"{path}: cannot read it as Inception weights ({type(exc).__name__}; "
+                            f"expected torch-fidelity's {INCEPTION_FILE})") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise VqtkError(f"{path}: does not hold a state dict of tensors "
+                            f"(expected torch-fidelity's {INCEPTION_FILE})")
+        del state
         try:
-            net.load_state_dict(state, strict=True, assign=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-            raise VqtkError(f"{weights}: is not torchvision's {INCEPTION_FILE} ({first})") from None
-        # torchvision's ImageNet weights are Google's, trained on inputs scaled to [-1, 1]
-        # (transform_input=True only maps ImageNet-normalised input back to that scale)
-        net = net.float()
-        net.fc = nn.Identity()
-        net.dropout = nn.Identity()
-        net.AuxLogits = None
-        net.aux_logits = False
-        if any(t.is_meta for t in [*net.parameters(), *net.buffers()]):
-            raise VqtkError(f"{weights}: does not hold every tensor of torchvision's inception_v3")
-        self.net = net.eval().requires_grad_(False)
+            self.net = FeatureExtractorInceptionV3("inception-v3-compat", [FEATURE_LAYER],
+                                                   feature_extractor_weights_path=str(path))
+        except RuntimeError as exc:  # load_state_dict: missing, unexpected or mis-shaped tensors
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
+            raise VqtkError(f"{path}: is not torch-fidelity's {INCEPTION_FILE} ({detail[:200]})") from None
+        self.weights_path = path
+        self.sha256 = file_sha256(path)
+        self.version = torch_fidelity.__version__
+        self.implementation = (f"torch-fidelity {self.version} FeatureExtractorInceptionV3 "
+                               f"(TensorFlow Inception v3 2015-12-05, {INCEPTION_FILE})")
 
-    def train(self, mode: bool = True) -> "InceptionFeatures":
+    def train(self, mode: bool = True) -> "FidInception":
         return super().train(False)  # always eval: batch norm statistics are fixed
+
+    def describe(self) -> dict[str, Any]:
+        """The extractor and protocol, as reports and statistics files record them."""
+        return {
+            "implementation": self.implementation,
+            "feature_layer": FEATURE_LAYER_TEXT,
+            "quantize": QUANTIZE,
+            "resize": RESIZE,
+            "protocol": PROTOCOL,
+            "weights": str(self.weights_path),
+            "weights_sha256": self.sha256,
+        }
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float()
-        if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
-        return self.net(x.clamp(-1, 1)).float()
+        if images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"FID features need images (B, 3, H, W) or (B, 1, H, W), got {tuple(images.shape)}")
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        (features,) = self.net(to_uint8(images))
+        return features.float()
+
+
+def load_fid_inception(explicit: Optional[str] = None) -> FidInception | Unavailable:
+    """The FID feature network, or why it is unavailable (torch-fidelity not installed, no weight file).
+
+    ``explicit`` is a weight file (``--inception-weights``); without it the
+    file is :func:`find_inception_weights`'s.
+    """
+    if importlib.util.find_spec("torch_fidelity") is None:
+        return Unavailable("needs the torch-fidelity package (pip install torch-fidelity): "
+                           "the TensorFlow-Inception FID feature extractor")
+    path = find_inception_weights(explicit)
+    if path is None:
+        return Unavailable(missing_weights_reason())
+    return FidInception(path)
 
 
 class FeatureStatistics:
@@ -127,20 +202,32 @@ class FeatureStatistics:
         return mu.cpu(), cov.cpu()
 
 
-def _sqrt_psd(m: torch.Tensor) -> torch.Tensor:
-    """Symmetric square root of a symmetric positive semi-definite matrix (negative eigenvalues clamped)."""
-    vals, vecs = torch.linalg.eigh((m + m.T) / 2)
-    return (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
+def _half_psd(m: torch.Tensor) -> torch.Tensor:
+    """``B`` (D, r) with ``B @ B.T == m`` for a symmetric PSD ``m`` of numerical rank r, float64.
+
+    LAPACK's pivoted Cholesky (``dpstrf``, stable for semi-definite matrices):
+    it stops once the remaining pivots are below ``D * eps * max(diag)``,
+    rounding noise of a rank-deficient matrix, so its cost is ``D^2 r``.
+    """
+    sym = ((m + m.T) / 2).double().cpu().numpy()
+    factor, pivots, rank, info = lapack.dpstrf(sym, lower=1)
+    if info < 0:
+        raise ValueError(f"dpstrf: argument {-info} is invalid")
+    lower = np.tril(factor)[:, :rank]
+    half = np.empty_like(lower)
+    half[pivots - 1] = lower  # m = P L L^T P^T with P[pivots[k] - 1, k] = 1
+    return torch.from_numpy(half)
 
 
 def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, cov2: torch.Tensor) -> float:
     """Fréchet distance between Gaussians ``N(mu1, cov1)`` and ``N(mu2, cov2)``.
 
-    ``|mu1 - mu2|^2 + tr(cov1) + tr(cov2) - 2 tr((cov1 cov2)^{1/2})``. The trace
-    of the matrix square root is computed as ``tr((S1^{1/2} cov2 S1^{1/2})^{1/2})``
-    (the same eigenvalues as ``cov1 cov2``, but a symmetric PSD matrix), in
-    float64: stable for the rank-deficient covariances of small sets, where
-    ``scipy.linalg.sqrtm(cov1 @ cov2)`` can return complex noise.
+    ``|mu1 - mu2|^2 + tr(cov1) + tr(cov2) - 2 tr((cov1 cov2)^{1/2})``, in
+    float64. With ``cov1 = B B^T`` (:func:`_half_psd`), the nonzero eigenvalues
+    of ``cov1 cov2`` are those of the symmetric PSD ``B^T cov2 B`` (r x r, r the
+    rank of ``cov1``): stable for the rank-deficient covariances of small sets,
+    where ``scipy.linalg.sqrtm(cov1 @ cov2)`` can return complex noise, and
+    fast for them (the factor costs ``D^2 r``).
     """
     mu1, mu2 = mu1.double(), mu2.double()
     cov1, cov2 = cov1.double(), cov2.double()
@@ -149,9 +236,9 @@ def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, c
             f"mismatched statistics: means {tuple(mu1.shape)} / {tuple(mu2.shape)}, "
             f"covariances {tuple(cov1.shape)} / {tuple(cov2.shape)}"
         )
-    root1 = _sqrt_psd(cov1)
-    inner = root1 @ cov2 @ root1
-    tr_sqrt = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp_min(0).sqrt().sum()
+    half = _half_psd(cov1).to(cov2.device)
+    inner = half.T @ cov2 @ half
+    tr_sqrt = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp_min(0).sqrt().sum() if inner.numel() else 0.0
     diff = mu1 - mu2
     value = diff.dot(diff) + torch.trace(cov1) + torch.trace(cov2) - 2 * tr_sqrt
     return float(value.clamp_min(0))

@@ -11,13 +11,17 @@ from typing import Any, Optional
 
 import attrs
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
 from vqtk.errors import VqtkError
-from vqtk.evaluation import fid as fid_mod
+from vqtk.evaluation.fid import FidInception
+from vqtk.evaluation.fid_stats import FidAccumulator, FidStatistics
 from vqtk.evaluation.metrics import Unavailable, ssim_per_image
 from vqtk.evaluation.perceptual import LPIPSMetric
-from vqtk.measure import code_histogram, psnr_per_image, split_batch, to_unit_range
+from vqtk.evaluation.sets import image_loader, pick_indices
+from vqtk.measure import code_histogram, psnr_per_image, to_unit_range
+
+__all__ = ["GRID_IMAGES", "EvaluationResult", "evaluate", "pick_indices"]
 
 #: images in the reconstruction grid
 GRID_IMAGES = 8
@@ -25,7 +29,12 @@ GRID_IMAGES = 8
 
 @attrs.define(eq=False)
 class EvaluationResult:
-    """Raw results of one pass over an evaluation set."""
+    """Raw results of one pass over an evaluation set.
+
+    ``rfid`` holds ``value``, ``reference`` and ``reconstructions`` (their
+    :class:`~vqtk.evaluation.fid_stats.FidStatistics`) and ``inception`` (the
+    extractor's :meth:`~vqtk.evaluation.fid.FidInception.describe`).
+    """
 
     images: int
     psnr: torch.Tensor
@@ -38,20 +47,6 @@ class EvaluationResult:
     seconds: float
 
 
-def pick_indices(total: int, max_images: Optional[int]) -> list[int]:
-    """All of ``range(total)``, or ``max_images`` of them spread evenly over the set (deterministic)."""
-    if max_images is None or max_images >= total:
-        return list(range(total))
-    if max_images == 1:
-        return [0]
-    return torch.linspace(0, total - 1, max_images).round().long().tolist()
-
-
-def _collate(items: list) -> torch.Tensor:
-    """The images of a list of data items (tensors, ``(image, label)`` tuples or lists); labels dropped."""
-    return torch.stack([split_batch(item)[0] for item in items])
-
-
 @torch.no_grad()
 def evaluate(
     model: Any,
@@ -60,7 +55,8 @@ def evaluate(
     batch_size: int = 16,
     max_images: Optional[int] = None,
     lpips: LPIPSMetric | Unavailable | None = None,
-    inception: "fid_mod.InceptionFeatures | Unavailable | None" = None,
+    fid: FidInception | Unavailable | None = None,
+    fid_reference: Optional[FidStatistics] = None,
     num_workers: int = 0,
     grid_images: int = GRID_IMAGES,
 ) -> EvaluationResult:
@@ -68,8 +64,10 @@ def evaluate(
 
     Images are the data source's ``(C, H, W)`` tensors in ``[-1, 1]``;
     reconstructions are clamped to ``[-1, 1]``; PSNR and SSIM are measured on
-    the ``[0, 1]`` scale, per image. ``lpips`` / ``inception`` may be
+    the ``[0, 1]`` scale, per image. ``lpips`` / ``fid`` may be
     :class:`Unavailable` (then reported as such) or ``None`` (not requested).
+    rFID compares the reconstructions' FID statistics with ``fid_reference``
+    (e.g. a ``vqtk fid-stats`` file) or, without one, with the evaluated images'.
     """
     device = next(model.parameters()).device
     quantizer = model.quantizer
@@ -77,15 +75,14 @@ def evaluate(
     if not picks:
         raise VqtkError("data: the evaluation set is empty")
     grid_at = set(pick_indices(len(picks), min(grid_images, len(picks))))
-    loader = DataLoader(Subset(dataset, picks), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, collate_fn=_collate)
+    loader = image_loader(dataset, picks, batch_size=batch_size, num_workers=num_workers)
     if isinstance(lpips, LPIPSMetric):
         lpips.to(device)
-    stats_real = stats_fake = None
-    if isinstance(inception, fid_mod.InceptionFeatures):
-        inception.to(device)
-        stats_real = fid_mod.FeatureStatistics(fid_mod.FEATURE_DIM, device)
-        stats_fake = fid_mod.FeatureStatistics(fid_mod.FEATURE_DIM, device)
+    fid_real = fid_fake = None
+    if isinstance(fid, FidInception):
+        fid.to(device)
+        fid_fake = FidAccumulator(fid, device)
+        fid_real = FidAccumulator(fid, device) if fid_reference is None else None
     counts = torch.zeros(quantizer.num_codebooks, quantizer.codebook_size, dtype=torch.long, device=device)
     psnrs, ssims, lpipss = [], [], []
     ssim_result: Unavailable | None = None
@@ -107,9 +104,10 @@ def evaluate(
                 ssim_result = Unavailable(str(exc))
         if isinstance(lpips, LPIPSMetric):
             lpipss.append(lpips.distance(x, rec).cpu())
-        if stats_real is not None:
-            stats_real.add(inception(x))
-            stats_fake.add(inception(rec))
+        if fid_real is not None:
+            fid_real.add(x)
+        if fid_fake is not None:
+            fid_fake.add(rec)
         for i in range(x.shape[0]):
             if seen + i in grid_at:
                 grid_real.append(x[i].cpu())
@@ -118,16 +116,17 @@ def evaluate(
     seconds = time.perf_counter() - start
 
     rfid: dict[str, Any] | Unavailable
-    if isinstance(inception, Unavailable):
-        rfid = inception
-    elif stats_real is None:
+    if isinstance(fid, Unavailable):
+        rfid = fid
+    elif fid_fake is None:
         rfid = Unavailable("not requested")
     elif seen < 2:
         rfid = Unavailable(f"needs at least 2 images, got {seen}")
     else:
-        mu1, cov1 = stats_real.mean_cov()
-        mu2, cov2 = stats_fake.mean_cov()
-        rfid = {"value": fid_mod.frechet_distance(mu1, cov1, mu2, cov2)}
+        fake = fid_fake.result()
+        reference = fid_real.result() if fid_real is not None else fid_reference
+        rfid = {"value": reference.fid(fake), "reference": reference, "reconstructions": fake,
+                "inception": fid.describe()}
     lpips_result: torch.Tensor | Unavailable
     if isinstance(lpips, LPIPSMetric):
         lpips_result = torch.cat(lpipss)

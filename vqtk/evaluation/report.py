@@ -40,8 +40,42 @@ def _summary(values: torch.Tensor, **extra: Any) -> dict[str, Any]:
     }
 
 
-def metrics_section(result: EvaluationResult, *, inception_weights: Optional[Path] = None,
-                    lpips: LPIPSMetric | Unavailable | None = None) -> dict[str, Any]:
+def rfid_entry(rfid: dict[str, Any], *, resolution: Optional[int] = None) -> dict[str, Any]:
+    """The report's ``rfid`` entry: value, images, implementation and protocol, weights, reference."""
+    inception = rfid["inception"]
+    fake, reference = rfid["reconstructions"], rfid["reference"]
+    entry: dict[str, Any] = {
+        "available": True,
+        "value": rfid["value"],
+        "unit": "1",
+        "images": fake.count,
+        "computed": "Fréchet distance between the Inception pool3 statistics (mean, unbiased covariance, "
+                    "float64) of the reconstructions and of the reference",
+        "implementation": inception["implementation"],
+        "feature_layer": inception["feature_layer"],
+        "protocol": inception["protocol"],
+        "quantize": inception["quantize"],
+        "resize": inception["resize"],
+        "weights": {"path": inception["weights"], "sha256": inception["weights_sha256"]},
+        "reference": reference.reference_entry(),
+        "note": fid_mod.COMPARABLE,
+    }
+    warnings = []
+    smallest = min(fake.count, reference.count)
+    if smallest < fid_mod.FEATURE_DIM:
+        warnings.append(f"{smallest} images < {fid_mod.FEATURE_DIM} feature dimensions: the covariances are "
+                        f"rank-deficient and FID is biased upwards; compare only at equal image counts")
+    made_at = reference.meta.get("resolution") if reference.path is not None else None
+    if made_at is not None and resolution is not None and made_at != resolution:
+        warnings.append(f"the reference statistics are of {made_at} px images, the evaluated images are "
+                        f"{resolution} px")
+    if warnings:
+        entry["warning"] = "; ".join(warnings)
+    return entry
+
+
+def metrics_section(result: EvaluationResult, *, lpips: LPIPSMetric | Unavailable | None = None,
+                    resolution: Optional[int] = None) -> dict[str, Any]:
     """The report's ``metrics`` table (see docs/eval_report.md)."""
     metrics: dict[str, Any] = {
         "psnr": _summary(result.psnr, unit="dB", computed="per image on [0, 1]: 10*log10(1/MSE), then averaged"),
@@ -64,23 +98,7 @@ def metrics_section(result: EvaluationResult, *, inception_weights: Optional[Pat
     if isinstance(result.rfid, Unavailable):
         metrics["rfid"] = result.rfid.as_dict()
     else:
-        rfid = {
-            "available": True,
-            "value": result.rfid["value"],
-            "unit": "1",
-            "images": result.images,
-            "implementation": fid_mod.IMPLEMENTATION,
-            "weights": str(inception_weights) if inception_weights is not None else None,
-            "feature_layer": fid_mod.FEATURE_LAYER,
-            "resize": fid_mod.RESIZE,
-            "note": fid_mod.NOT_COMPARABLE,
-        }
-        if result.images < fid_mod.FEATURE_DIM:
-            rfid["warning"] = (
-                f"{result.images} images < {fid_mod.FEATURE_DIM} feature dimensions: the covariances are "
-                f"rank-deficient and FID is biased upwards; compare only at equal image counts"
-            )
-        metrics["rfid"] = rfid
+        metrics["rfid"] = rfid_entry(result.rfid, resolution=resolution)
     stats = codebook_statistics(result.counts)
     q, k = result.counts.shape
     metrics["codebook_usage"] = {
@@ -150,7 +168,6 @@ def build_report(
     settings: dict[str, Any],
     files: dict[str, str],
     lpips: LPIPSMetric | Unavailable | None = None,
-    inception_weights: Optional[Path] = None,
 ) -> dict[str, Any]:
     """The whole JSON report (schema ``vqtk-eval-report-1``, see docs/eval_report.md)."""
     return {
@@ -161,7 +178,7 @@ def build_report(
         "model": model,
         "data": {**data, "images": result.images},
         "settings": settings,
-        "metrics": metrics_section(result, inception_weights=inception_weights, lpips=lpips),
+        "metrics": metrics_section(result, lpips=lpips, resolution=data.get("resolution")),
         "timing": {"seconds": result.seconds, "images_per_s": result.images / max(result.seconds, 1e-9)},
         "files": files,
     }

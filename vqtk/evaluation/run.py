@@ -15,13 +15,14 @@ from safetensors import safe_open
 
 from vqtk.build import build_data, check_data_fits
 from vqtk.errors import RecipeError, VqtkError
-from vqtk.evaluation import fid as fid_mod
+from vqtk.evaluation.fid import FidInception, load_fid_inception
+from vqtk.evaluation.fid_stats import FidStatistics
 from vqtk.evaluation.loop import GRID_IMAGES, evaluate
 from vqtk.evaluation.metrics import Unavailable
 from vqtk.evaluation.perceptual import LPIPSMetric, build_lpips_metric
 from vqtk.evaluation.plots import code_histogram_image
 from vqtk.evaluation.report import build_report, data_section, model_section, settings_section, write_json
-from vqtk.interfaces import FolderDataSource
+from vqtk.evaluation.sets import folder_source, folder_table  # noqa: F401 - folder_source: public here too
 from vqtk.io.checkpoint import MODEL_FILE, resolve_checkpoint
 from vqtk.io.images import save_grid, save_png
 from vqtk.pretrained import load
@@ -45,19 +46,6 @@ def data_resolution(recipe: Any) -> int:
     return recipe.data.config.resolution
 
 
-def folder_source(registry: Any) -> str:
-    """The registered data source that reads any folder (a :class:`FolderDataSource`), by name."""
-    found = [s.name for s in registry.components("data")
-             if s.component_class is not None and issubclass(s.component_class, FolderDataSource)]
-    if not found:
-        raise VqtkError("--data-path: no installed data source reads a folder "
-                        "(a vqtk.interfaces.FolderDataSource); use --data to set the recipe's [data] instead")
-    if len(found) > 1:
-        raise VqtkError(f"--data-path: several installed data sources read folders ({', '.join(found)}); "
-                        "choose one with --data type=NAME path=DIR")
-    return found[0]
-
-
 def eval_recipe(recipe: Any, *, data_overrides: Sequence[str] = (), data_path: Optional[str] = None,
                 registry: Any = None) -> Any:
     """The checkpoint's recipe with its ``[data]`` table replaced (``data_path``) and/or overridden.
@@ -71,9 +59,7 @@ def eval_recipe(recipe: Any, *, data_overrides: Sequence[str] = (), data_path: O
     registry = registry or default_registry()
     raw = RecipeConverter(registry).unstructure(recipe)
     if data_path is not None:
-        folder = str(Path(data_path).expanduser())
-        raw["data"] = {"type": folder_source(registry), "path": folder, "eval_path": folder,
-                       "resolution": data_resolution(recipe)}
+        raw["data"] = folder_table(data_path, data_resolution(recipe), registry)
     raw = apply_overrides(raw, [f"data.{o}" for o in data_overrides])
     try:
         return recipe_from_dict(raw, registry)
@@ -91,6 +77,7 @@ def run_evaluation(
     max_images: Optional[int] = None,
     lpips_weights: Optional[str] = None,
     inception_weights: Optional[str] = None,
+    ref_stats: Optional[str] = None,
     device: Optional[str] = None,
     num_workers: int = 0,
     registry: Any = None,
@@ -101,9 +88,15 @@ def run_evaluation(
     histogram) and ``<stem>_recon.png`` (top row images, bottom row reconstructions).
     The arguments are those of ``vqtk eval``, which checks them first
     (:mod:`vqtk.cli.eval_cmd`); ``lpips_weights`` / ``inception_weights`` are
-    weight files, ``data_overrides`` ``KEY=VALUE`` items of ``[data]``.
+    weight files, ``data_overrides`` ``KEY=VALUE`` items of ``[data]``;
+    ``ref_stats`` is a ``vqtk fid-stats`` file, rFID's reference instead of the
+    evaluated images (it is checked before anything else is loaded).
     """
     out = Path(out)
+    reference = FidStatistics.load(ref_stats) if ref_stats is not None else None
+    fid = load_fid_inception(inception_weights)
+    if reference is not None and isinstance(fid, FidInception):
+        reference.check_weights(fid)
     info = checkpoint_info(checkpoint)
     if info["stage"] == "2":
         log.info("%s is a stage-2 checkpoint: evaluating its tokenizer", info["path"])
@@ -123,15 +116,11 @@ def run_evaluation(
         lpips = build_lpips_metric(recipe=model.recipe, registry=registry, backbone_weights=lpips_weights)
         if isinstance(lpips, Unavailable) and lpips_weights is None:
             lpips = Unavailable(f"{lpips.reason} (vqtk eval: or --lpips-weights PATH)")
-    weights_path = fid_mod.find_inception_weights(inception_weights)
-    inception: Any
-    if weights_path is None:
-        inception = Unavailable(fid_mod.missing_weights_reason())
-    else:
-        inception = fid_mod.InceptionFeatures(weights_path)
+    if isinstance(fid, FidInception) and source.channels not in (1, 3):
+        fid = Unavailable(f"FID needs RGB (or grayscale) images; this data has {source.channels} channels")
 
     result = evaluate(model, dataset, batch_size=batch_size, max_images=max_images, lpips=lpips,
-                      inception=inception, num_workers=num_workers)
+                      fid=fid, fid_reference=reference, num_workers=num_workers)
     hist_path = out.with_name(f"{out.stem}_codes.png")
     grid_path = out.with_name(f"{out.stem}_recon.png")
     save_png(code_histogram_image(result.counts, title=f"code frequencies: {Path(info['path']).name}, "
@@ -143,6 +132,6 @@ def run_evaluation(
     settings = settings_section(batch_size=batch_size, max_images=max_images, device=next(model.parameters()).device)
     report = build_report(result, checkpoint=info, data=data_info, model=model_info, settings=settings,
                           files={"code_histogram": hist_path.name, "reconstructions": grid_path.name},
-                          lpips=lpips, inception_weights=weights_path)
+                          lpips=lpips)
     write_json(report, out)
     return report

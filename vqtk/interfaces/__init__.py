@@ -7,7 +7,7 @@ the typed records they return. Built-in and third-party plugins subclass them.
 
 from vqtk.interfaces.capabilities import PerceptualDistance, RestartableQuantizer
 from vqtk.interfaces.converter import ConversionResult, Converter
-from vqtk.interfaces.data import DataSource, FolderDataSource
+from vqtk.interfaces.data import DataSource, FolderDataSource, ShardDataSource, StreamingDataset
 from vqtk.interfaces.decoder import Decoder
 from vqtk.interfaces.discriminator import Discriminator, Logits, logit_maps
 from vqtk.interfaces.encoder import Encoder
@@ -48,7 +48,9 @@ __all__ = [
     "QuantizerOutput",
     "RestartableQuantizer",
     "SamplingOptions",
+    "ShardDataSource",
     "StepAware",
+    "StreamingDataset",
     "codebook_stats",
     "logit_maps",
     "step_aware_parts",

@@ -7,7 +7,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -30,6 +30,15 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -82,3 +91,11 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
     if expected is not None and tensor_digest(tensors) != expected:
         raise VqtkError(f"{path}: damaged: its tensors do not match the checksum written with them")
     return tensors, metadata
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Have ``write(tmp)`` write ``path``'s content to ``PATH.partial``, then move it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    write(tmp)
+    os.replace(tmp, path)

@@ -28,6 +28,7 @@ import io
 import logging
 import pickle
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +227,19 @@ def find_state_dict(obj: Any, path: str | Path, key: str = "state_dict") -> dict
 
 
 __all__: list[str] = ["Placeholder", "Unpickler", "find_state_dict", "load", "loads", "read_torch_file"]
+
+
+def pickle_head(path: str | Path, limit: int = 16 << 20) -> bytes:
+    """The first ``limit`` bytes of a ``torch.save`` file's pickle (empty when unreadable); runs nothing."""
+    try:
+        if zipfile.is_zipfile(path):  # torch >= 1.6: the pickle is the archive's data.pkl
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                if not names:
+                    return b""
+                with archive.open(min(names, key=len)) as member:
+                    return member.read(limit)
+        with open(path, "rb") as file:  # the legacy format: pickles first, tensor data after them
+            return file.read(limit)
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return b""

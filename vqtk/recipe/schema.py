@@ -22,6 +22,12 @@ def _device_name(_inst: Any, _attr: Any, value: str) -> None:
         raise ValueError(f'expected "auto", "cpu", "cuda", "cuda:N", "mps" or "xpu", got "{value}"')
 
 
+def _distinct(_inst: Any, _attr: Any, value: tuple) -> None:
+    repeated = sorted({v for v in value if value.count(v) > 1})
+    if repeated:
+        raise ValueError("names " + ", ".join(f'"{v}"' for v in repeated) + " more than once")
+
+
 @attrs.define(kw_only=True)
 class ComponentRef:
     """A component table after validation: its registered name and structured config."""
@@ -114,7 +120,9 @@ class TrainSection:
     compile: bool = False
     #: channels-last memory format for the convolutional parts
     channels_last: bool = False
-    num_workers: int = attrs.field(default=0, validator=non_negative)
+    #: data-loading processes per training process (0: load in the training process itself);
+    #: absent: min(4, CPUs per process - 1) with a GPU, 0 when training on CPU
+    num_workers: Optional[int] = attrs.field(default=None, validator=non_negative)
     log_every: int = attrs.field(default=10, validator=positive)
     image_every: int = attrs.field(default=500, validator=positive)
     checkpoint_every: int = attrs.field(default=500, validator=positive)
@@ -130,6 +138,9 @@ class TrainSection:
     restart_dead_codes: bool = False
     #: recent quantizer inputs kept for restarts
     restart_reservoir: int = attrs.field(default=1024, validator=positive)
+    #: experiment trackers that also get the metrics and images of both stages (main process only):
+    #: "tensorboard" (pip install "vqtk[tensorboard]"), "wandb" (pip install "vqtk[wandb]")
+    loggers: tuple[Literal["tensorboard", "wandb"], ...] = attrs.field(default=(), validator=_distinct)
     optimizer: OptimizerSection = attrs.Factory(OptimizerSection)
     disc_optimizer: OptimizerSection = attrs.Factory(OptimizerSection)
 

@@ -23,14 +23,6 @@ from vqtk.train.data_stream import _SeededItems
 log = logging.getLogger("vqtk")
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cache_dir_for(tokenizer_folder: Path) -> Path:
     """``<run>/codes`` for a checkpoint in ``<run>/checkpoints/step_N``, else ``<folder>/codes``."""
     if tokenizer_folder.parent.name == "checkpoints":

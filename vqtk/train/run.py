@@ -22,6 +22,7 @@ from vqtk.recipe.schema import Recipe
 from vqtk.registry import Registry, default_registry
 from vqtk.train import distributed
 from vqtk.train.environment import pick_device, seed_everything
+from vqtk.train.loggers import Loggers, TrackedMetrics, build_loggers, check_loggers
 from vqtk.train.loop import StopFlag, Throughput, checkpoint_and_interrupt, due
 from vqtk.train.metadata import run_metadata
 from vqtk.train.metrics_log import MetricsLog, Progress
@@ -49,6 +50,9 @@ class Run:
         self.out = Path(out)
         self.registry = registry or default_registry()
         self.progress = progress
+        check_loggers(recipe.train.loggers)  # a missing tracker package stops the run before anything is built
+        #: the experiment trackers (TensorBoard, W&B) of this stage; started with :meth:`metrics_log`
+        self.loggers = Loggers()
         requested = pick_device(device)
         self.dist = distributed.current(requested.type)
         self.device = self.dist.device(requested)
@@ -70,6 +74,7 @@ class Run:
     def save(self, step: int, modules: dict[str, Any], train_state: Any, **extra_metadata: str) -> Path:
         """Write the checkpoint of ``step`` (main process only; see :func:`save_checkpoint`)."""
         path = save_checkpoint(self.checkpoints, step, modules, self.metadata(**extra_metadata), train_state)
+        self.loggers.flush()
         log.debug("checkpoint %s", path)
         return path
 
@@ -91,11 +96,19 @@ class Run:
         return Session(self, total=total, start=start, label=label, metrics=metrics)
 
     def metrics_log(self, *, resume_step: Optional[int]) -> MetricsLog:
-        """``metrics.jsonl`` of this stage (written by the main process; resumed runs drop later lines)."""
-        return MetricsLog(self.out / "metrics.jsonl", resume_step=resume_step, enabled=self.main)
+        """``metrics.jsonl`` of this stage (written by the main process; resumed runs drop later lines).
+
+        Starts the recipe's trackers too: every record also goes to them.
+        """
+        name = (self.recipe.name or self.out.name) + ("" if self.stage == "1" else " prior")
+        self.loggers.replace(build_loggers(self.recipe.train.loggers, out=self.out, resume_step=resume_step,
+                                           main=self.main, stage=self.stage, name=name, config=self.resolved))
+        return TrackedMetrics(self.out / "metrics.jsonl", resume_step=resume_step, enabled=self.main,
+                              loggers=self.loggers)
 
     def finish(self) -> Path:
         """Wait for every process; then the newest checkpoint exists for all of them."""
+        self.loggers.close()
         self.dist.barrier()
         return self.latest().path
 
@@ -120,6 +133,8 @@ class Session:
 
     def __exit__(self, *exc: Any) -> None:
         self.progress.close()
+        if exc[0] is not None:  # the loop stopped (Ctrl-C, an error): the trackers keep what they got
+            self.run.loggers.close()
         self._stop.__exit__(*exc)
 
     def due(self, step: int, every: int) -> bool:

@@ -54,7 +54,8 @@ class Stage1Trainer:
         self.out, self.dist, self.device = self.run_env.out, self.run_env.dist, self.run_env.device
         self._build_parts()
         self.held_out = HeldOut(data=self.data, losses=self.losses, batch_size=cfg.batch_size,
-                                batches=cfg.eval_batches, device=self.device, precision=cfg.precision, out=self.out)
+                                batches=cfg.eval_batches, device=self.device, precision=cfg.precision, out=self.out,
+                                loggers=self.run_env.loggers)
         q = self.model.quantizer
         self.health = CodebookHealth(codebook_size=q.codebook_size, num_codebooks=q.num_codebooks,
                                      window=cfg.health_window, min_usage=cfg.min_usage,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -12,6 +13,7 @@ from vqtk.io.images import plot_curves, save_grid
 from vqtk.measure import psnr, split_batch
 from vqtk.model import VQGAN
 from vqtk.train.environment import autocast
+from vqtk.train.loggers import Logger
 from vqtk.train.metrics_log import MetricsLog
 
 
@@ -26,12 +28,14 @@ class HeldOut:
         device: where the model runs.
         precision: the training precision (autocast).
         out: the run folder (``images/``, ``loss_curve.png``, ``psnr_curve.png``).
+        loggers: experiment trackers that also get the reconstruction grids.
     """
 
     def __init__(self, *, data: DataSource, losses: list[LossEntry], batch_size: int, batches: int,
-                 device: torch.device, precision: str, out: Path):
+                 device: torch.device, precision: str, out: Path, loggers: Optional[Logger] = None):
         self.data, self.losses, self.batch_size, self.batches = data, losses, batch_size, batches
         self.device, self.precision, self.out = device, precision, out
+        self.loggers = loggers if loggers is not None else Logger()
 
     def __call__(self, model: VQGAN, *, step: int, write_images: bool, tag: str) -> dict[str, float]:
         """Held-out scores (and a reconstruction grid); leaves every RNG as it found it."""
@@ -46,7 +50,7 @@ class HeldOut:
                     return {}
                 scores = self._scores(model, eval_set, n, step)
                 if write_images:
-                    self._grid(model, eval_set, tag)
+                    self._grid(model, eval_set, tag, step)
             finally:
                 model.train(was_training)
         return scores
@@ -73,13 +77,14 @@ class HeldOut:
                 scores[k] = scores.get(k, 0.0) + float(v) * x.shape[0] / n
         return scores
 
-    def _grid(self, model: VQGAN, eval_set, tag: str) -> None:
+    def _grid(self, model: VQGAN, eval_set, tag: str, step: int) -> None:
         # a grid spread over the whole eval set, so every held-out photo shows up
         picks = torch.linspace(0, len(eval_set) - 1, min(8, len(eval_set))).round().long().tolist()
         x = self._images(eval_set, picks)
         with autocast(self.device, self.precision):
             rec = model(x).reconstruction.float()
-        save_grid([x.cpu(), rec.cpu()], self.out / "images" / f"recon_{tag}.png")
+        path = save_grid([x.cpu(), rec.cpu()], self.out / "images" / f"recon_{tag}.png")
+        self.loggers.image(step, "images/recon", path)
 
     def plot(self, metrics: MetricsLog) -> None:
         """``loss_curve.png`` (every ``loss/*`` series) and ``psnr_curve.png`` from ``metrics.jsonl``."""

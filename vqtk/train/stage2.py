@@ -25,13 +25,14 @@ from vqtk.build import (
 from vqtk.errors import VqtkError
 from vqtk.interfaces import Prior, SamplingOptions, step_aware_parts
 from vqtk.io.checkpoint import MODEL_FILE, load_checkpoint, load_state_strict
+from vqtk.io.files import file_sha256
 from vqtk.io.images import plot_curves, save_png, tile
 from vqtk.model import VQGAN
 from vqtk.pretrained import recipe_of
 from vqtk.recipe import dump_toml
 from vqtk.recipe.schema import Recipe
 from vqtk.registry import Registry
-from vqtk.train.code_cache import cache_dir_for, cache_key, file_digest, load_or_encode
+from vqtk.train.code_cache import cache_dir_for, cache_key, load_or_encode
 from vqtk.train.environment import rng_state, set_rng_state
 from vqtk.train.loop import make_optimizer
 from vqtk.train.run import Run
@@ -111,7 +112,7 @@ class Stage2Trainer:
         log.info("stage 2 resumed from %s at step %d", ckpt.path, self.step)
 
     def _codes(self):
-        digest = file_digest(self.tokenizer_folder / MODEL_FILE)
+        digest = file_sha256(self.tokenizer_folder / MODEL_FILE)
         data_toml = dump_toml({"data": self.resolved.get("data", {})})
         key = cache_key(digest, data_toml, self.cfg.encode_passes, self.cfg.seed)
         if self.dist.enabled and not self.dist.is_main:
@@ -150,7 +151,9 @@ class Stage2Trainer:
                                     generator=g)
             images = self.tokenizer.decode_indices(idx.to(self.device)).float()
         self.prior.train()
-        return save_png(tile(images.cpu()), self.out / "samples" / f"{tag}.png")
+        path = save_png(tile(images.cpu()), self.out / "samples" / f"{tag}.png")
+        self.run_env.loggers.image(self.step, "images/samples" if grid is None else "images/samples_large", path)
+        return path
 
     def run(self) -> Path:
         main = self.run_env.main

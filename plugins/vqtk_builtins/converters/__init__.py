@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+from vqtk_builtins.converters.llamagen import LlamaGenConverter
 from vqtk_builtins.converters.taming import TamingConverter
 
 
 def register_converters(register) -> None:
     register(TamingConverter())
+    register(LlamaGenConverter())

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import attrs
 import torch
@@ -23,6 +22,7 @@ from vqtk.build import build_discriminator, build_vqgan
 from vqtk.errors import RecipeError, VqtkError
 from vqtk.interfaces import Discriminator
 from vqtk.io.checkpoint import load_checkpoint, save_checkpoint
+from vqtk.io.files import write_atomic
 from vqtk.model import VQGAN
 from vqtk.pretrained import recipe_of
 from vqtk.recipe import Recipe, dump_toml
@@ -137,13 +137,6 @@ def load_taming_model(path: str | Path, registry: Optional[Registry] = None) -> 
     return converted.model, converted.recipe
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def export_taming(checkpoint: str | Path, out: str | Path, *, config_out: Optional[str | Path] = None,
                   discriminator: bool = True, registry: Optional[Registry] = None) -> tuple[Path, TamingSpec, int]:
     """Write a vqtk tokenizer checkpoint as a taming ``{"state_dict": ...}`` file (plain tensors).
@@ -161,8 +154,8 @@ def export_taming(checkpoint: str | Path, out: str | Path, *, config_out: Option
     if TAMING_CODEBOOK not in sd:
         raise VqtkError(f"{ckpt.path}: no {VQTK_CODEBOOK} tensor; not a vq tokenizer checkpoint")
     out = Path(out)
-    _write_atomic(out, lambda p: torch.save({"state_dict": sd}, p))
+    write_atomic(out, lambda p: torch.save({"state_dict": sd}, p))
     if config_out is not None:
         text = spec_to_yaml(spec)
-        _write_atomic(Path(config_out), lambda p: p.write_text(text))
+        write_atomic(Path(config_out), lambda p: p.write_text(text))
     return out, spec, len(sd)

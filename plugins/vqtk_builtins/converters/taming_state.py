@@ -19,7 +19,6 @@ is imported or run.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -28,7 +27,7 @@ import torch
 
 from vqtk.errors import VqtkError
 from vqtk.io.checkpoint import load_state_strict
-from vqtk.io.safe_unpickle import find_state_dict, read_torch_file
+from vqtk.io.safe_unpickle import find_state_dict, pickle_head, read_torch_file
 from vqtk_builtins.converters.taming_spec import transformer_error
 from vqtk_builtins.quantizers.vq import VectorQuantizer
 
@@ -42,7 +41,7 @@ _SAME_NAME = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
 _DISC = "loss.discriminator."
 _PERCEPTUAL = "loss.perceptual_loss."
 #: names only a taming VQModel (or a Net2NetTransformer holding one) has in its pickle
-_MARKERS = (b"encoder.conv_in.weight", b"first_stage_model.")
+_MARKERS = (b"encoder.down.0.block.0.", b"first_stage_model.")
 #: how much of a pickle to search for them: names come before tensor data
 _SNIFF_BYTES = 16 << 20
 
@@ -51,19 +50,7 @@ def looks_like_taming(path: Path) -> bool:
     """Whether ``path`` is a pickled torch file naming taming's tensors (reads at most 16 MiB, runs nothing)."""
     if path.suffix.lower() not in TAMING_SUFFIXES:
         return False
-    try:
-        if zipfile.is_zipfile(path):  # torch >= 1.6: the pickle is the archive's data.pkl
-            with zipfile.ZipFile(path) as archive:
-                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
-                if not names:
-                    return False
-                with archive.open(min(names, key=len)) as member:
-                    head = member.read(_SNIFF_BYTES)
-        else:  # the legacy format: pickles first, tensor data after them
-            with open(path, "rb") as file:
-                head = file.read(_SNIFF_BYTES)
-    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
-        return False
+    head = pickle_head(path, _SNIFF_BYTES)
     return any(marker in head for marker in _MARKERS)
 
 

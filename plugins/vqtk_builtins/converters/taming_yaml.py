@@ -18,7 +18,6 @@ from vqtk_builtins.converters.taming_spec import (
     transformer_error,
 )
 
-
 # -- reading taming YAML -------------------------------------------------------------------
 
 

@@ -163,3 +163,16 @@ def halve(x: torch.Tensor) -> torch.Tensor:
     h, w = x.shape[-2] // 2, x.shape[-1] // 2
     y = F.interpolate(x.unsqueeze(0).to(torch.float32), size=(h, w), mode="bilinear", antialias=True, align_corners=False)
     return y.squeeze(0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def fit_square(im: Image.Image, size: int, *, resize: bool, random_crop: bool, hflip: bool) -> torch.Tensor:
+    """The image sources' crop policy: RGB PIL image -> float32 ``(3, size, size)`` in ``[-1, 1]``.
+
+    The shorter side is scaled to ``size`` when ``resize`` (and always when it
+    is shorter than ``size``), then a random (torch RNG) or centred square is
+    cropped and, with ``hflip``, mirrored with probability 1/2.
+    """
+    if resize or min(im.size) < size:
+        im = resize_shorter(im, size)
+    x = pil_to_tensor(crop_square(im, size, random=random_crop))
+    return random_hflip(x) if hflip else x

@@ -1,10 +1,12 @@
-"""Building an ``lpips.LPIPS`` network offline: finding and loading its weights ourselves.
+"""Building an ``lpips.LPIPS`` network: its backbone weights fetched and verified by vqtk.
 
 ``lpips.LPIPS(pnet_rand=False)`` asks torchvision for the ImageNet backbone,
-which downloads it. vqtk never downloads: it builds LPIPS with a random
-backbone (``pnet_rand=True``) and then loads the backbone from a local file,
-either given explicitly or found in torch's hub cache where torchvision itself
-would have saved it. The calibrated linear layers ship inside the lpips
+which downloads it unverified. vqtk builds LPIPS with a random backbone
+(``pnet_rand=True``) and then loads the backbone from a local file: either
+given explicitly, or torchvision's own file fetched by
+:func:`vqtk.io.weights.fetch` (found in torch's hub cache or
+``$VQTK_WEIGHTS_DIR`` and SHA-256 checked, downloaded on first use unless
+``VQTK_OFFLINE=1``). The calibrated linear layers ship inside the lpips
 package; they are loaded here too, strictly, so a naming slip cannot leave
 them at their random initialisation.
 """
@@ -22,51 +24,41 @@ import torch
 from torch import nn
 
 from vqtk.errors import MissingFileError, VqtkError
+from vqtk.io import weights
 
 logger = logging.getLogger("vqtk")
 
 Net = Literal["vgg", "alex", "squeeze"]
 
+#: the :data:`vqtk.io.weights.KNOWN` key of each backbone's ImageNet weights
+BACKBONE_KEYS: dict[str, str] = {"vgg": "lpips-vgg", "alex": "lpips-alex", "squeeze": "lpips-squeeze"}
+
 #: torchvision's file names for the ImageNet backbones (``*_Weights.IMAGENET1K_V1``).
-BACKBONE_FILES: dict[str, str] = {
-    "vgg": "vgg16-397923af.pth",
-    "alex": "alexnet-owt-7be5be79.pth",
-    "squeeze": "squeezenet1_1-b8a52dc0.pth",
-}
+BACKBONE_FILES: dict[str, str] = {net: weights.KNOWN[key].file for net, key in BACKBONE_KEYS.items()}
 
 
-def hub_checkpoint_dir() -> Path:
-    """Where torchvision caches downloaded weights: ``torch.hub.get_dir()/checkpoints``.
+def find_backbone_weights(net: Net, explicit: Optional[str] = None) -> Path:
+    """The backbone weight file to load: ``explicit`` if given, else torchvision's, fetched.
 
-    ``torch.hub.get_dir()`` honours ``torch.hub.set_dir``, ``$TORCH_HOME`` and
-    ``$XDG_CACHE_HOME`` (default ``~/.cache/torch/hub``).
-    """
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def find_backbone_weights(net: Net, explicit: Optional[str] = None) -> Optional[Path]:
-    """The backbone weight file to load: ``explicit`` if given, else the hub cache's, else ``None``.
-
-    Raises :class:`VqtkError` when ``explicit`` names a file that does not exist.
+    Raises:
+        MissingFileError: ``explicit`` does not exist, or the file is not on
+            disk and cannot be downloaded (offline, network failure).
+        VqtkError: a cached copy is corrupt.
     """
     if explicit is not None:
         path = Path(os.path.expanduser(explicit))
         if not path.is_file():
             raise MissingFileError(f"loss lpips: backbone_weights file {str(path)!r} does not exist")
         return path
-    cached = hub_checkpoint_dir() / BACKBONE_FILES[net]
-    return cached if cached.is_file() else None
-
-
-def missing_backbone_message(net: Net) -> str:
-    """One line saying which file is needed and where to put it."""
-    file = BACKBONE_FILES[net]
-    return (
-        f"loss lpips: the ImageNet weights of the {net!r} backbone are not on this machine and vqtk "
-        f"does not download them: put {file} (torchvision's file) in {hub_checkpoint_dir()} "
-        f'(torch hub cache, follows $TORCH_HOME) or set backbone_weights = "/path/to/{file}"; '
-        f"pretrained_backbone = false runs with an untrained backbone (not a meaningful perceptual loss)"
-    )
+    try:
+        return weights.fetch(BACKBONE_KEYS[net])
+    except MissingFileError as exc:
+        raise MissingFileError(
+            f"loss lpips: {exc}; or set backbone_weights = \"/path/to/{weights.KNOWN[BACKBONE_KEYS[net]].file}\", "
+            "or pretrained_backbone = false (an untrained backbone: not a meaningful perceptual loss)"
+        ) from None
+    except VqtkError as exc:
+        raise VqtkError(f"loss lpips: {exc}") from None
 
 
 def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
@@ -145,23 +137,22 @@ def load_linear_weights(model: nn.Module, net: Net) -> None:
 def build_lpips_network(
     *, net: Net = "vgg", backbone_weights: Optional[str] = None, pretrained_backbone: bool = True
 ) -> nn.Module:
-    """A frozen, eval-mode ``lpips.LPIPS`` (version 0.1) built without any network access.
+    """A frozen, eval-mode ``lpips.LPIPS`` (version 0.1); only vqtk's :func:`~vqtk.io.weights.fetch` downloads.
 
     Args:
         net: backbone, as in ``lpips.LPIPS(net=...)``.
-        backbone_weights: path of torchvision's backbone file; default: look in
-            the torch hub cache (see :func:`hub_checkpoint_dir`).
+        backbone_weights: path of torchvision's backbone file; default:
+            :func:`vqtk.io.weights.fetch` it (torch hub cache, downloaded on first use).
         pretrained_backbone: ``False`` keeps the backbone random (and logs a
             warning): fine for plumbing, meaningless as a perceptual metric.
 
     Raises:
-        VqtkError: the backbone file is needed but absent, unreadable or wrong.
+        MissingFileError: the backbone file is needed but absent and cannot be downloaded.
+        VqtkError: the backbone file is unreadable, corrupt or wrong.
     """
-    if net not in BACKBONE_FILES:
-        raise VqtkError(f"loss lpips: unknown net {net!r}; choose one of {', '.join(BACKBONE_FILES)}")
+    if net not in BACKBONE_KEYS:
+        raise VqtkError(f"loss lpips: unknown net {net!r}; choose one of {', '.join(BACKBONE_KEYS)}")
     path = find_backbone_weights(net, backbone_weights) if pretrained_backbone else None
-    if pretrained_backbone and path is None:
-        raise MissingFileError(missing_backbone_message(net))
 
     import lpips
 

@@ -1,4 +1,4 @@
-"""LPIPS perceptual loss (through the ``lpips`` package), frozen and offline."""
+"""LPIPS perceptual loss (through the ``lpips`` package), frozen; its backbone weights fetched on first use."""
 
 from __future__ import annotations
 

@@ -4,9 +4,10 @@ One module per method: ``vq`` (``vq``, and ``factorized``, the same class with
 other defaults), ``ema_vq`` (``ema_vq``, and ``residual``, the same class with
 residual layers), ``fsq``, ``lfq``, ``simvq`` (thin wrappers over
 vector-quantize-pytorch, which they import when built, so registering them, as
-``vqtk list`` does, stays fast) and ``gumbel`` (plain PyTorch). ``layout``
-converts between vqtk's ``(B, D, h, w)`` grids and the library's ``(B, h*w, D)``
-tokens. The names below are imported on first use.
+``vqtk list`` does, stays fast), ``gumbel`` and ``ibq`` (plain PyTorch).
+``layout`` converts between vqtk's ``(B, D, h, w)`` grids and the library's
+``(B, h*w, D)`` tokens; ``entropy`` is the LlamaGen / IBQ entropy penalty.
+The names below are imported on first use.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _EXPORTS = {
     "LookupFreeQuantizer": "lfq",
     "SimVectorQuantizer": "simvq",
     "GumbelQuantizer": "gumbel",
+    "IndexBackpropQuantizer": "ibq",
 }
 
 __all__ = list(_EXPORTS)
@@ -36,15 +38,16 @@ def __getattr__(name: str) -> Any:
 
 def register_components(register) -> None:
     """Register every built-in quantizer under kind ``"quantizer"``."""
-    from vqtk_builtins.quantizers import ema_vq, fsq, gumbel, lfq, simvq, vq
+    from vqtk_builtins.quantizers import ema_vq, fsq, gumbel, ibq, lfq, simvq, vq
 
-    register("quantizer", "vq", vq.VectorQuantizer, check=vq.check_codebook_dim)
-    register("quantizer", "factorized", vq.FactorizedQuantizer, check=vq.check_codebook_dim,
+    register("quantizer", "vq", vq.VectorQuantizer, check=vq.check_vq)
+    register("quantizer", "factorized", vq.FactorizedQuantizer, check=vq.check_vq,
              doc="LlamaGen-style quantizer: l2-normalised codes in a low-dimensional factorised codebook.")
     register("quantizer", "ema_vq", ema_vq.EMAVectorQuantizer, check=vq.check_codebook_dim)
     register("quantizer", "residual", ema_vq.ResidualVectorQuantizer, check=vq.check_codebook_dim,
              doc="Residual VQ: num_quantizers EMA codebooks on successive residuals; indices (B, h, w, Q).")
     register("quantizer", "fsq", fsq.FiniteScalarQuantizer, check=fsq.check_fsq)
     register("quantizer", "lfq", lfq.LookupFreeQuantizer, check=lfq.check_lfq)
-    register("quantizer", "simvq", simvq.SimVectorQuantizer)
+    register("quantizer", "simvq", simvq.SimVectorQuantizer, check=vq.check_codebook_dim)
     register("quantizer", "gumbel", gumbel.GumbelQuantizer, check=gumbel.check_gumbel)
+    register("quantizer", "ibq", ibq.IndexBackpropQuantizer, check=vq.check_codebook_dim)

@@ -32,7 +32,11 @@ class EMAVectorQuantizer(Quantizer, RestartableQuantizer):
     codebooks applied in turn to what the previous ones left. Indices are then
     ``(B, h, w, Q)``, the quantized latent is the sum of the ``Q`` chosen codes,
     and the loss is the sum over layers of ``beta * mse(r, sg(e))``, each
-    layer's term logged as ``loss_q{i}``.
+    layer's term logged as ``loss_q{i}``. Each layer passes straight-through
+    gradients to its residual, so the input receives the sum of the ``Q``
+    layers' gradients: ``Q`` times the output's (vector-quantize-pytorch's
+    ``ResidualVQ``); with ``rotation_trick``, the sum of each layer's rotated
+    gradient.
 
     Args:
         dim: channels of the latents.
@@ -49,6 +53,10 @@ class EMAVectorQuantizer(Quantizer, RestartableQuantizer):
         codebook_dim: code dimension; smaller than dim adds learned linear projections
             in and out (factorised codebook); absent = dim.
         use_cosine_sim: l2-normalise latents and codes (nearest code by cosine similarity).
+        rotation_trick: rotation-trick gradients instead of straight-through (Fifty et al. 2024,
+            arXiv 2410.06424): the input's gradient is the output's, rotated by the rotation
+            taking z's direction to its code's and scaled by ||e|| / ||z||; for residual
+            layers, each layer's gradient to its residual.
         sync_codebook: all-reduce EMA, k-means and dead-code statistics across processes. Off
             under DDP, DDP's buffer broadcast keeps rank 0's codebook. Takes effect only if
             torch.distributed is initialised before the quantizer is built.
@@ -68,6 +76,7 @@ class EMAVectorQuantizer(Quantizer, RestartableQuantizer):
         kmeans_iters: Annotated[int, positive] = 10,
         codebook_dim: Annotated[Optional[int], positive] = None,
         use_cosine_sim: bool = False,
+        rotation_trick: bool = False,
         sync_codebook: bool = False,
     ):
         super().__init__()
@@ -93,7 +102,7 @@ class EMAVectorQuantizer(Quantizer, RestartableQuantizer):
             commitment_weight=beta,
             ema_update=True,
             learnable_codebook=False,
-            rotation_trick=False,
+            rotation_trick=rotation_trick,
             straight_through=False,
             sync_codebook=resolve_sync_codebook(sync_codebook, f"quantizer {type(self).__name__}"),
         )
