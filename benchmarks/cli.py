@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import torch
 
-from benchmarks import codec, data_loading, optimizer_step, prior_sampling, quantizer_alone, stage1_step
+from benchmarks import codec, data_loading, gpt_decode, optimizer_step, prior_sampling, quantizer_alone, stage1_step
 from benchmarks.context import Context
 from benchmarks.machine import load_average, machine_info
 from benchmarks.presets import FULL, PRESETS, SMALL, SMOKE
@@ -24,8 +24,9 @@ from benchmarks.report import write_all
 
 log = logging.getLogger("vqtk.benchmarks")
 
-FAMILIES = ("stage1", "codec", "prior", "quantizer", "optimizer", "data")
+FAMILIES = ("stage1", "codec", "prior", "gpt_decode", "quantizer", "optimizer", "data")
 UNITS = {"stage1": stage1_step.UNIT, "codec": codec.UNIT, "prior": prior_sampling.UNIT,
+         "gpt_decode": gpt_decode.UNIT,
          "quantizer": quantizer_alone.UNIT, "optimizer": optimizer_step.UNIT, "data": data_loading.UNIT}
 
 
@@ -35,6 +36,7 @@ def plan() -> dict[str, list[str]]:
         "stage1": [c.key for c in stage1_step.configs()],
         "codec": [f"{q}-{d}" for q, d in codec.items()],
         "prior": [k for k, _, _ in prior_sampling.ITEMS],
+        "gpt_decode": list(gpt_decode.ITEMS),
         "quantizer": [f"{k}-{m}" for k, m in quantizer_alone.items()],
         "optimizer": list(optimizer_step.ITEMS),
         "data": list(data_loading.ITEMS),
@@ -71,8 +73,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     size.add_argument("--smoke", action="store_true", help="tiny models, one or two repeats (CI; seconds)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     p.add_argument("--only", nargs="+", metavar="NAME",
-                   help="run only these: a family (stage1, codec, prior, quantizer, optimizer, data) or FAMILY:KEY "
-                        "(e.g. stage1:bf16, quantizer:fsq); see --list")
+                   help="run only these: a family (stage1, codec, prior, gpt_decode, quantizer, optimizer, data) "
+                        "or FAMILY:KEY (e.g. stage1:bf16, quantizer:fsq); see --list")
     p.add_argument("--list", action="store_true", help="print every FAMILY:KEY and exit")
     p.add_argument("--out", type=Path, help="output folder (default runs/benchmarks/PRESET-DEVICE-TIME)")
     p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s (bf16) for MFU")
@@ -161,6 +163,9 @@ def run(ctx: Context, chosen: dict[str, list[str]]) -> list[dict]:
         jobs.append(("codec", key, lambda q=q, d=d: [codec.measure(ctx, q, d)]))
     if chosen["prior"]:
         jobs.append(("prior", ",".join(chosen["prior"]), lambda: prior_sampling.measure_all(ctx, chosen["prior"])))
+    if chosen["gpt_decode"]:
+        jobs.append(("gpt_decode", ",".join(chosen["gpt_decode"]),
+                     lambda: gpt_decode.measure_all(ctx, chosen["gpt_decode"])))
     for key in chosen["quantizer"]:
         k, m = key.rsplit("-", 1)
         jobs.append(("quantizer", key, lambda k=k, m=m: [quantizer_alone.measure(ctx, k, m)]))

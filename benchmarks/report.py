@@ -14,6 +14,7 @@ FAMILY_TITLES = {
     "stage1": "Stage-1 training step",
     "codec": "Encode to indices / decode from indices",
     "prior": "Prior sampling",
+    "gpt_decode": "GPT sampling vs taming minGPT, KV cache on and off",
     "quantizer": "Quantizer alone",
     "optimizer": "Generator optimizer step",
     "data": "Data loading, decode + augment per loader worker",

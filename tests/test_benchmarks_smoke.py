@@ -147,11 +147,11 @@ def test_bad_arguments_exit_2_with_one_line(capsys):
     assert cli.main(["--only", "stage1:nope"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["python -m benchmarks: error: --only stage1:nope: no such measurement (families: stage1, "
-                   "codec, prior, quantizer, optimizer, data; `--list` shows every FAMILY:KEY)"]
+                   "codec, prior, gpt_decode, quantizer, optimizer, data; `--list` shows every FAMILY:KEY)"]
     assert cli.main(["--list"]) == 0
     listed = capsys.readouterr().out.split()
     assert "stage1:reference" in listed and "quantizer:vq-no-dead-code-train" in listed
-    assert len(listed) == 11 + 12 + 3 + 14 + 3 + 3  # stage1, codec, prior, quantizer, optimizer, data
+    assert len(listed) == 11 + 12 + 3 + 2 + 14 + 3 + 3  # stage1, codec, prior, gpt_decode, quantizer, optimizer, data
 
 
 def test_summarise_quantiles_and_paired_ratios_by_hand():
@@ -306,3 +306,62 @@ def test_stage1_vs_taming_script_still_runs_its_checks(tmp_path):
         sys.path.remove(str(ROOT / "benchmarks"))
     with pytest.raises(SystemExit, match="no taming/modules/diffusionmodules/model.py under it"):
         stage1_vs_taming.main(["--taming-root", str(tmp_path)])
+
+
+def test_quality_smoke_run_writes_table_json_pictures_and_flags_collapse(tmp_path, capsys):
+    from PIL import Image
+
+    from benchmarks import quality
+
+    before = (logging.getLogger("vqtk").level, torch.get_num_threads())
+    code = quality.main(["--small", "--quantizers", "vq,fsq", "--steps", "4", "--threads", "1", "--out", str(tmp_path)])
+    assert code == 0 and (logging.getLogger("vqtk").level, torch.get_num_threads()) == before
+    data = json.loads((tmp_path / "quality.json").read_text())
+    assert data["schema"] == 1 and data["run"]["steps"] == 4 and data["run"]["budget"] == "small"
+    assert data["run"]["collapse_below"] == 0.10 and data["run"]["held_out_images"] == 4
+    assert [r["quantizer"] for r in data["results"]] == ["vq", "fsq"]
+    for r in data["results"]:
+        for key in ("source", "settings", "overrides", "codebook_size", "psnr", "ssim", "usage", "used_codes",
+                    "perplexity", "usage_curve", "epoch_usage", "train_seconds", "status"):
+            assert key in r, key
+        assert 0 < r["usage"] <= 1 and 1 <= r["perplexity"] <= r["codebook_size"] and r["psnr"] > 0
+        assert [s for s, _ in r["usage_curve"]] == [1, 2, 3, 4]  # log_every 1 with 4 steps
+        assert [e["epoch"] for e in r["epoch_usage"]] == [0, 1, 2]  # one-step epochs; the 4th has not ended
+        assert r["status"] == ("COLLAPSED" if r["usage"] < 0.1 else "ok")
+    vq, fsq = data["results"]
+    assert vq["source"] == "vqgan_f16.toml" and vq["settings"]["threshold_ema_dead_code"] == 2.0
+    assert fsq["settings"]["levels"] == [8, 4] and fsq["codebook_size"] == 32
+    assert 'model.quantizer.type="vq"' in vq["overrides"] and "train.steps=4" in vq["overrides"]
+    md = (tmp_path / "quality.md").read_text()
+    assert md == capsys.readouterr().out.split("wrote ")[0].rstrip("\n") + "\n"
+    assert "| quantizer | settings from | codes | PSNR (dB) | SSIM | usage | perplexity |" in md
+    assert f"| vq | vqgan_f16.toml | 32 | {vq['psnr']:.2f} |" in md
+    with Image.open(tmp_path / "quality_grid.png") as img:  # held-out row + one row per quantizer, 16 px + pad
+        assert img.format == "PNG" and img.height == 3 * (16 + 2) + 2
+    with Image.open(tmp_path / "quality_usage.png") as img:
+        assert img.format == "PNG" and img.size == (900, 520)
+
+    # the flag: any codebook under 10% held-out usage, never hidden
+    fake = {**vq, "usage": 0.05, "usage_per_codebook": [0.05]}
+    assert quality.status(fake) == "COLLAPSED" and quality.status(vq if vq["usage"] >= 0.1 else fsq) == "ok"
+    assert quality.status({**vq, "usage": 0.3, "usage_per_codebook": [0.55, 0.05]}) == "COLLAPSED"
+    row = next(line for line in quality.markdown({**data, "results": [fake]}).splitlines() if line.startswith("| vq"))
+    assert row.endswith("| 5.0% | " + f"{vq['perplexity']:.1f} | {vq['epoch_usage'][-1]['usage']:.1%} | "
+                        f"{vq['train_seconds']:.0f} | **COLLAPSED** |")
+
+    assert quality.main(["--quantizers", "vq,nope"]) == 2
+    assert capsys.readouterr().err.strip() == ("python -m benchmarks.quality: error: --quantizers nope: unknown "
+                                               f"(known: {', '.join(quality.SOURCES)})")
+
+
+def test_gpt_decode_family_times_vqtk_and_taming_sampling_with_and_without_cache(tmp_path):
+    code = cli.main(["--smoke", "--device", "cpu", "--threads", "1", "--warmup", "0", "--repeats", "2",
+                     "--only", "gpt_decode", "--out", str(tmp_path)])
+    assert code == 0
+    records = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [(r["family"], r["key"], r["error"]) for r in records] == [("gpt_decode", "cached", None),
+                                                                      ("gpt_decode", "uncached", None)]
+    for r in records:
+        assert r["baseline"]["label"].startswith("taming minGPT") and r["speed_ratio"]["median"] > 0
+        assert r["config"]["ms_per_step"]["vqtk"] == pytest.approx(r["vqtk"]["median_ms"] / r["config"]["steps"])
+    assert "## GPT sampling vs taming minGPT" in (tmp_path / "results.md").read_text()

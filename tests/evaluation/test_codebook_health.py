@@ -1,7 +1,8 @@
-"""The training-time codebook health tracker: windowed usage, dead codes, warnings, restarts."""
+"""The training-time codebook health tracker: windowed and per-epoch usage, dead codes, warnings, restarts."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqtk.interfaces import Quantizer, QuantizerOutput, RestartableQuantizer
+from vqtk.measure import code_histogram, code_usage, perplexity
 from vqtk.train.codebook_health import CodebookHealth, supports_restart
 
 
@@ -232,6 +234,124 @@ def test_state_dict_round_trip_continues_identically():
         CodebookHealth(codebook_size=4).load_state_dict(a.state_dict())
 
 
+EPOCH_KEYS = ("codebook/epoch_usage", "codebook/epoch_perplexity")
+
+
+def test_epoch_usage_and_perplexity_across_an_epoch_boundary(caplog):
+    h = CodebookHealth(codebook_size=8, window=1)
+    h.set_epoch(0)
+    h.observe(_idx(0, 1, 0, 1), step=1)
+    assert not set(EPOCH_KEYS) & set(h.check())  # the epoch has not ended
+    h.set_epoch(0)  # same epoch: nothing closes
+    h.observe(_idx(0, 1, 2, 2), step=2)
+    h.set_epoch(1)  # step 3 draws the first batch of epoch 1
+    h.observe(_idx(3, 4, 5, 6), step=3)
+    with caplog.at_level(logging.INFO, logger="vqtk"):
+        r = h.check(step=3)
+    # epoch 0: codes 0, 1, 2 three, three and two times of 8 positions; epoch 1's codes are not in it
+    p = torch.tensor([3, 3, 2]) / 8
+    assert r["codebook/epoch_usage"] == pytest.approx(3 / 8)
+    assert r["codebook/epoch_perplexity"] == pytest.approx(float(2 ** -(p * p.log2()).sum()))
+    assert r["codebook/window_usage"] == pytest.approx(4 / 8)  # the window is the last step only
+    assert "epoch 0: 37.5% of the codes used, perplexity 3.0" in caplog.text
+    assert not set(EPOCH_KEYS) & set(h.check())  # reported once
+    h.observe(_idx(3, 3, 3, 3), step=4)
+    h.set_epoch(2)
+    r = h.check()
+    assert r["codebook/epoch_usage"] == pytest.approx(4 / 8)  # codes 3, 4, 5, 6
+    assert r["codebook/epoch_perplexity"] == pytest.approx(float(2 ** -(torch.tensor([5, 1, 1, 1]) / 8 * (
+        torch.tensor([5, 1, 1, 1]) / 8).log2()).sum()))
+
+
+def test_epoch_counts_are_the_measure_histogram_per_codebook():
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, 16, (2, 3, 3, 2), generator=gen) for _ in range(3)]
+    h = CodebookHealth(codebook_size=16, num_codebooks=2, window=5)
+    h.set_epoch(4)
+    for step, idx in enumerate(batches, 1):
+        h.observe(idx, step=step)
+    expected = code_histogram(torch.cat(batches), 16, 2)
+    assert torch.equal(h.epoch_counts, expected)
+    h.set_epoch(5)
+    r = h.check()
+    usage, ppl = code_usage(expected).tolist(), perplexity(expected).tolist()
+    for q in range(2):
+        assert r[f"codebook/epoch_usage_q{q}"] == pytest.approx(usage[q])
+        assert r[f"codebook/epoch_perplexity_q{q}"] == pytest.approx(ppl[q])
+    assert r["codebook/epoch_usage"] == pytest.approx(sum(usage) / 2)
+    assert r["codebook/epoch_perplexity"] == pytest.approx(sum(ppl) / 2)
+    assert not h.epoch_counts.any()  # epoch 5 starts empty
+
+
+def test_without_set_epoch_nothing_per_epoch_is_reported():
+    h = CodebookHealth(codebook_size=4, window=1)
+    for step in (1, 2, 3):
+        h.observe(_idx(step), step=step)
+        assert not set(EPOCH_KEYS) & set(h.check())
+
+
+def test_epoch_histogram_survives_a_resume_mid_epoch():
+    def feed(h, steps):
+        for step, epoch, codes in steps:
+            h.set_epoch(epoch)
+            h.observe(_idx(*codes), step=step)
+
+    before, after = [(1, 0, (0, 1)), (2, 0, (2,))], [(3, 0, (2, 3)), (4, 1, (7,))]
+    straight = CodebookHealth(codebook_size=8, window=2)
+    feed(straight, before + after)
+    first = CodebookHealth(codebook_size=8, window=2)
+    feed(first, before)
+    resumed = CodebookHealth(codebook_size=8, window=2)
+    resumed.load_state_dict(first.state_dict())
+    feed(resumed, after)
+    a, b = straight.check(), resumed.check()
+    assert a == b and a["codebook/epoch_usage"] == pytest.approx(4 / 8)
+    # a checkpoint saved after the epoch ended but before the check keeps the ended epoch
+    pending = CodebookHealth(codebook_size=8, window=2)
+    feed(pending, before + after)
+    later = CodebookHealth(codebook_size=8, window=2)
+    later.load_state_dict(pending.state_dict())
+    assert later.check() == a
+    # a state from before per-epoch counts: the epoch it resumes in is incomplete and not reported
+    old = {k: v for k, v in first.state_dict().items() if not k.startswith(("epoch", "ended"))}
+    legacy = CodebookHealth(codebook_size=8, window=2)
+    legacy.load_state_dict(old)
+    feed(legacy, after)
+    assert not set(EPOCH_KEYS) & set(legacy.check())
+    feed(legacy, [(5, 1, (5,)), (6, 2, (6,))])
+    assert legacy.check()["codebook/epoch_usage"] == pytest.approx(2 / 8)  # epoch 1: codes 7 and 5
+
+
+def test_trainer_logs_each_epochs_usage_from_that_epochs_codes(tmp_path):
+    from vqtk import testing
+    from vqtk.recipe import recipe_from_dict
+    from vqtk.recipe.converter import RecipeConverter
+    from vqtk.train.stage1 import Stage1Trainer
+
+    registry = testing.registry_with()
+    recipe = recipe_from_dict(testing.tiny_recipe(data={"samples_per_epoch": 4},  # batch 2: 2 steps an epoch
+                                                  train={"steps": 5, "log_every": 1}), registry)
+    trainer = Stage1Trainer(recipe, RecipeConverter(registry).unstructure(recipe), tmp_path / "run",
+                            registry=registry, progress=False)
+    seen: dict[int, list[torch.Tensor]] = {}
+
+    def record(module, _inputs, output):
+        if module.training:  # the trainer's own hook also sees training forwards only
+            seen.setdefault(trainer.stream.state.epoch, []).append(output.indices.detach().clone())
+
+    trainer.model.quantizer.register_forward_hook(record)
+    trainer.run()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r for r in lines if "codebook/epoch_usage" in r}
+    assert sorted(logged) == [3, 5]  # steps 3 and 5 draw the first batches of epochs 1 and 2
+    k = trainer.model.quantizer.codebook_size
+    for step, epoch in ((3, 0), (5, 1)):
+        counts = code_histogram(torch.cat(seen[epoch]), k)
+        assert logged[step]["epoch"] == epoch + 1
+        assert logged[step]["codebook/epoch_usage"] == pytest.approx(float(code_usage(counts)[0]))
+        assert logged[step]["codebook/epoch_perplexity"] == pytest.approx(float(perplexity(counts)[0]))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (host-sync check)")
 def test_observe_never_synchronises_on_cuda():
     h = CodebookHealth(codebook_size=1024, num_codebooks=2, window=5, restart_dead_codes=True,
@@ -243,6 +363,7 @@ def test_observe_never_synchronises_on_cuda():
     torch.cuda.set_sync_debug_mode("error")
     try:
         for step in range(1, 4):
+            h.set_epoch(step // 2)
             h.observe(idx, step=step, latents=z)
     finally:
         torch.cuda.set_sync_debug_mode("default")
@@ -298,11 +419,16 @@ def _ddp_rank(rank: int, init_file: str, result_dir: str) -> None:
         q = ToyVQ(dim=2, codebook_size=8, init=torch.zeros(8, 2))
         h = CodebookHealth(codebook_size=8, window=2, restart_dead_codes=True, reservoir_size=16, seed=rank)
         z = torch.full((1, 2, 1, 2), float(rank + 1))  # rank 0 keeps latents of 1s, rank 1 of 2s
+        h.set_epoch(0)
         for step in (1, 2):
             h.observe(_idx(rank, rank + 2), step=step, latents=z)  # rank 0: codes 0, 2; rank 1: codes 1, 3
+        h.set_epoch(1)
         record = h.check(quantizer=q)
-        torch.save({"record": record, "codebook": q.codebook.detach().clone(), "usage": h.usage()},
-                   f"{result_dir}/rank{rank}.pt")
+        result = {"record": record, "codebook": q.codebook.detach().clone(), "usage": h.usage()}
+        h.observe(_idx(4 + rank), step=3)  # epoch 1: rank 0 code 4, rank 1 code 5
+        h.check(quantizer=q)
+        result["epoch_counts"] = h.epoch_counts.clone()  # merged into rank 0's at the check
+        torch.save(result, f"{result_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -321,3 +447,8 @@ def test_ranks_share_usage_and_apply_the_same_restarts(tmp_path):
     assert torch.equal(r0["codebook"], r1["codebook"])  # identical codebooks on both ranks
     assert torch.equal(r0["codebook"][4:], torch.ones(4, 2))  # rank 0's latents
     assert r0["usage"] == r1["usage"] == [1.0]
+    # the epoch's histogram is the global batch's: codes 0-3, each twice
+    for r in (r0, r1):
+        assert r["record"]["codebook/epoch_usage"] == 0.5
+        assert r["record"]["codebook/epoch_perplexity"] == pytest.approx(4.0)
+    assert r0["epoch_counts"][0, 4:6].tolist() == [1, 1] and not r1["epoch_counts"].any()

@@ -97,8 +97,9 @@ def test_sliding_window_positions_follow_taming():
         SamplingOptions(temperature=0.0),
         SamplingOptions(temperature=1.0),
         SamplingOptions(temperature=0.8, top_k=5, top_p=0.9),
+        SamplingOptions(temperature=1.2, top_k=5),
     ],
-    ids=["top_k1", "greedy", "t1", "t0.8-k5-p0.9"],
+    ids=["top_k1", "greedy", "t1", "t0.8-k5-p0.9", "t1.2-k5"],
 )
 def test_gpt_cached_and_uncached_sampling_give_identical_tokens(rotary, options):
     torch.manual_seed(0)
@@ -109,6 +110,23 @@ def test_gpt_cached_and_uncached_sampling_give_identical_tokens(rotary, options)
     assert torch.equal(cached, uncached)
     if options.temperature > 0 and options.top_k != 1:  # random weights: different seeds differ
         assert not torch.equal(cached, prior.sample(6, options=options, generator=seeded(4)))
+
+
+@pytest.mark.parametrize("rotary", [True, False], ids=["rotary", "abs-pos"])
+def test_kv_decoder_logits_match_the_full_forward(rotary):
+    from vqtk_builtins.priors.decode import KVDecoder
+
+    torch.manual_seed(0)
+    prior = GPTPrior(**TINY, depth=2, rotary=rotary).eval()
+    seq = torch.randint(0, K + 1, (3, 16))
+    with torch.no_grad():
+        full = prior.net(seq)
+        dynamic, static = KVDecoder(prior.net, batch=3, length=16), KVDecoder(prior.net, batch=3, length=16)
+        stepped = [dynamic.prefill(seq[:, :5])] + [dynamic.step(seq[:, i : i + 1], i) for i in range(5, 16)]
+        fixed = [static.prefill(seq[:, :1])] + [static.step_static(seq[:, i : i + 1], torch.tensor(i))
+                                                for i in range(1, 16)]
+    torch.testing.assert_close(torch.stack(stepped, 1), full[:, 4:], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.stack(fixed, 1), full, rtol=1e-4, atol=1e-5)
 
 
 def _fields(options: SamplingOptions) -> dict:

@@ -1,28 +1,34 @@
-"""Codebook health during training: windowed usage, dead codes, a low-usage warning, optional restarts.
+"""Codebook health during training: windowed and per-epoch usage, dead codes, a low-usage warning, restarts.
 
 A :class:`CodebookHealth` is fed every training step's code indices (and,
 for restarts, the latents the quantizer received). It keeps, per code, the
-last step that used it, in a tensor on the training device, so feeding it
-never synchronises with the host; :meth:`CodebookHealth.check`, called at log
-steps, reads it back and returns metrics::
+last step that used it and how often the current data epoch used it, in
+tensors on the training device, so feeding it never synchronises with the
+host; :meth:`CodebookHealth.check`, called at log steps, reads them back and
+returns metrics::
 
     health = CodebookHealth(codebook_size=q.codebook_size, num_codebooks=q.num_codebooks,
                             window=100, min_usage=0.05, restart_dead_codes=True, device=device)
     health.attach(model.quantizer, step=lambda: trainer.step)   # observes every training forward
     ...
+    health.set_epoch(stream.state.epoch)                        # before each step
+    ...
     record.update(health.check(step=trainer.step))              # at log steps
 
 A code is *dead* when no step of the last ``window`` observed steps used it.
+When :meth:`CodebookHealth.set_epoch` sees a new data epoch, the code
+histogram of the epoch that ended is kept and the next check reports its
+usage and perplexity (``codebook/epoch_usage``, ``codebook/epoch_perplexity``).
 Under torch.distributed, :meth:`CodebookHealth.check` (called on every rank at
 the same steps) merges the ranks' records, so usage is that of the global
 batch, and every rank applies the same restarts (rank 0's latents).
 Restarting needs the quantizer's cooperation: it subclasses
 :class:`vqtk.interfaces.RestartableQuantizer` (``restart_codes(code_ids, vectors)``).
 
-Why this module is long (~320 lines): it is one tracker whose parts share one
-resumable state (``last_seen``, the restart reservoir, its generator) and one
-distributed protocol (the merge and the broadcast of restarts); the index
-arithmetic itself is :mod:`vqtk.measure`'s.
+Why this module is long (~400 lines): it is one tracker whose parts share one
+resumable state (``last_seen``, the epoch's histogram, the restart reservoir,
+its generator) and one distributed protocol (the merges and the broadcast of
+restarts); the index arithmetic itself is :mod:`vqtk.measure`'s.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import torch.distributed as dist
 from torch import nn
 
 from vqtk.interfaces import RestartableQuantizer
-from vqtk.measure import code_ids, code_usage
+from vqtk.measure import code_ids, code_usage, perplexity
 
 log = logging.getLogger("vqtk")
 
@@ -52,8 +58,12 @@ def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def _rank() -> int:
+    return dist.get_rank() if _world_size() > 1 else 0
+
+
 class CodebookHealth:
-    """Tracks which codes the last ``window`` training steps used; warns on low usage; restarts dead codes.
+    """Tracks which codes the last ``window`` steps and each data epoch used; warns on low usage; restarts dead codes.
 
     Args:
         codebook_size: codes per codebook.
@@ -106,6 +116,12 @@ class CodebookHealth:
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(seed)
         self._quantizer: Optional[nn.Module] = None
+        #: code counts of the current data epoch ``(Q, K)``; under torch.distributed each rank holds
+        #: what it observed since the last check, and rank 0 also everything merged before
+        self.epoch_counts = torch.zeros((num_codebooks, codebook_size), dtype=torch.long, device=self.device)
+        self.epoch: Optional[int] = None
+        self._ended: Optional[tuple[int, torch.Tensor]] = None  # (epoch, counts) not yet reported
+        self._epoch_partial = False  # the counts miss the epoch's start: that epoch is not reported
 
     # -- feeding -----------------------------------------------------------------
 
@@ -121,10 +137,28 @@ class CodebookHealth:
         except ValueError as exc:
             raise ValueError(f"codebook health: {exc}") from None
         self.last_seen.view(-1).index_fill_(0, flat, int(step))
+        # vqtk.measure.code_histogram's counts, added in place: its bincount reads the indices'
+        # minimum back to the host on CUDA, index_add_ does not
+        self.epoch_counts.view(-1).index_add_(0, flat, torch.ones_like(flat))
         self.first_step = step if self.first_step is None else min(self.first_step, step)
         self.latest_step = step if self.latest_step is None else max(self.latest_step, step)
         if latents is not None and self.restart_dead_codes:
             self._keep(latents)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The data epoch of the batches observed from now on; a new epoch closes the running one.
+
+        The closed epoch's histogram is reported by the next :meth:`check`. Call
+        it before each step (the stage-1 trainer does, with its data stream's
+        epoch); without calls, nothing per epoch is reported. Never
+        synchronises with the host.
+        """
+        if self.epoch is not None and epoch != self.epoch:
+            if not self._epoch_partial:
+                self._ended = (self.epoch, self.epoch_counts)
+            self.epoch_counts = torch.zeros_like(self.epoch_counts)
+            self._epoch_partial = False
+        self.epoch = epoch
 
     def _keep(self, latents: torch.Tensor) -> None:
         z = latents.detach().to(self.device, torch.float32)
@@ -185,12 +219,18 @@ class CodebookHealth:
         ``codebook/dead_codes`` (all codebooks), ``codebook/low_usage`` (1.0 while
         below ``min_usage``) and, when codes were restarted,
         ``codebook/restarted_codes``. Usage and dead codes are measured before
-        any restart. ``step`` only labels log messages (default: the latest observed).
+        any restart. After a data epoch ended (:meth:`set_epoch`), the first check
+        also reports that whole epoch: ``codebook/epoch_usage`` (fraction of
+        codes used at least once) and ``codebook/epoch_perplexity`` (means over
+        codebooks; per codebook with a ``_q{q}`` suffix when there are
+        several); the epoch is the one before the log record's ``epoch``.
+        ``step`` only labels log messages (default: the latest observed).
         """
         if self.latest_step is None:
             return {}
         if _world_size() > 1:  # a code used on any rank is used
             dist.all_reduce(self.last_seen, op=dist.ReduceOp.MAX)
+            self._merge_epoch_counts()
         step = self.latest_step if step is None else step
         usage = self.usage()
         dead = self.dead_codes()
@@ -214,10 +254,37 @@ class CodebookHealth:
             log.info("codebook usage back above min_usage %.1f%% at step %d", 100 * self.min_usage, step)
         self.low = low
         record["codebook/low_usage"] = 1.0 if low else 0.0
+        if self._ended is not None:
+            record.update(self._epoch_record(*self._ended, step=step))
+            self._ended = None
         if self.restart_dead_codes and self.window_full and record["codebook/dead_codes"] > 0:
             restarted = self.restart(dead, quantizer=quantizer or self._quantizer, step=step)
             if restarted:
                 record["codebook/restarted_codes"] = float(restarted)
+        return record
+
+    def _merge_epoch_counts(self) -> None:
+        """Sum the ranks' running counts into rank 0's (every rank, at the same checks)."""
+        dist.all_reduce(self.epoch_counts, op=dist.ReduceOp.SUM)
+        if _rank() != 0:
+            self.epoch_counts.zero_()
+
+    def _epoch_record(self, epoch: int, counts: torch.Tensor, *, step: int) -> dict[str, float]:
+        """Usage and perplexity of an ended epoch's histogram (summed over ranks; host sync)."""
+        if _world_size() > 1:
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        counts = counts.cpu()
+        if int(counts[0].sum()) == 0:
+            return {}
+        usage = code_usage(counts).tolist()
+        ppl = perplexity(counts).tolist()
+        record = {"codebook/epoch_usage": sum(usage) / len(usage), "codebook/epoch_perplexity": sum(ppl) / len(ppl)}
+        if self.num_codebooks > 1:
+            for q in range(self.num_codebooks):
+                record[f"codebook/epoch_usage_q{q}"] = usage[q]
+                record[f"codebook/epoch_perplexity_q{q}"] = ppl[q]
+        log.info("epoch %d: %.1f%% of the codes used, perplexity %.1f (logged at step %d)", epoch,
+                 100 * record["codebook/epoch_usage"], record["codebook/epoch_perplexity"], step)
         return record
 
     # -- restarts --------------------------------------------------------------------
@@ -301,6 +368,11 @@ class CodebookHealth:
             "low": self.low,
             "total_restarted": self.total_restarted,
             "generator": self._generator.get_state(),
+            "epoch": self.epoch,
+            "epoch_counts": self.epoch_counts.cpu(),
+            "epoch_partial": self._epoch_partial,
+            "ended_epoch": None if self._ended is None else self._ended[0],
+            "ended_counts": None if self._ended is None else self._ended[1].cpu(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -320,3 +392,17 @@ class CodebookHealth:
         self.low = bool(state["low"])
         self.total_restarted = int(state["total_restarted"])
         self._generator.set_state(state["generator"])
+        # every rank loads rank 0's state, whose counts include what was merged from all ranks:
+        # the other ranks start from zero so that the sum over ranks stays the epoch's histogram
+        keep = _rank() == 0
+        counts = state.get("epoch_counts")
+        self.epoch = state.get("epoch")
+        self._epoch_partial = bool(state.get("epoch_partial", False)) or counts is None  # older state
+        self.epoch_counts = torch.zeros_like(self.last_seen)
+        if counts is not None and keep:
+            self.epoch_counts.copy_(counts)
+        ended = state.get("ended_counts")
+        self._ended = None
+        if ended is not None:
+            self._ended = (int(state["ended_epoch"]),
+                           ended.to(self.device, torch.long).clone() if keep else torch.zeros_like(self.last_seen))

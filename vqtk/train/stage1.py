@@ -226,6 +226,7 @@ class Stage1Trainer:
                 lrs = self._set_lr()
                 micro = [split_batch(next(batches))[0].to(self.device, non_blocking=True, memory_format=memory_format)
                          for _ in range(cfg.grad_accum)]
+                self.health.set_epoch(self.stream.state.epoch)  # a new epoch closes the last one's code histogram
                 logs = self.train_step(micro)
                 self.step += 1
                 loop.count(sum(m.shape[0] for m in micro))

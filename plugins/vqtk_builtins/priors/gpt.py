@@ -12,6 +12,7 @@ from vqtk.interfaces import PriorOutput, SamplingOptions
 from vqtk.registry.forwarding import forwards_arguments
 from vqtk_builtins.priors.checks import check_grid
 from vqtk_builtins.priors.conditioning import ConditionalPrior
+from vqtk_builtins.priors.decode import KVDecoder
 from vqtk_builtins.priors.sampling import draw, guide, window_context, window_origin
 
 
@@ -25,13 +26,15 @@ class GPTPrior(ConditionalPrior):
     which classifier-free guidance needs). Logits cover the ``codebook_size``
     codes only.
 
-    Sampling runs its own loop over ``TransformerWrapper`` calls (with
-    x-transformers' KV cache, or without it) so that cached and uncached decoding
-    draw random numbers identically, and so that classifier-free guidance and
-    sliding windows fit in. Grids larger than the training grid are sampled with
-    taming's sliding window: each position is predicted from the training-size
-    window centred on it (clamped to the borders), using only the window's raster
-    context. Smaller grids are the top-left crop of a training-size sample.
+    Sampling runs its own loop so that cached and uncached decoding draw random
+    numbers identically, and so that classifier-free guidance and sliding windows
+    fit in: uncached, each step is a ``TransformerWrapper`` call on the whole
+    context; cached, a :class:`~vqtk_builtins.priors.decode.KVDecoder` runs the
+    same layers on the new token only, with a key/value cache allocated once.
+    Grids larger than the training grid are sampled with taming's sliding window:
+    each position is predicted from the training-size window centred on it
+    (clamped to the borders), using only the window's raster context. Smaller
+    grids are the top-left crop of a training-size sample.
 
     Multi-index codes ``(B, h, w, Q)`` from residual quantizers are refused.
     The sizes, dropout and class arguments are :class:`ConditionalPrior`'s
@@ -98,8 +101,8 @@ class GPTPrior(ConditionalPrior):
         """Sample ``(batch_size, h, w)`` code grids position by position in raster order.
 
         ``grid_size`` larger than the training grid (either side) switches to
-        sliding-window sampling. ``options.use_cache`` reuses x-transformers'
-        key/value cache while the window stays put (always, at the training
+        sliding-window sampling. ``options.use_cache`` reuses a key/value
+        cache while the window stays put (always, at the training
         size); both paths give the same tokens under the same ``generator``.
         """
         self._check_sampling(batch_size, options, iterative=False)
@@ -117,25 +120,29 @@ class GPTPrior(ConditionalPrior):
         out = torch.zeros(batch_size, rows, width, dtype=torch.long, device=device)
         use_cache = options.use_cache and self.net.can_cache_kv
         with self._evaluating():
-            cache, cached_window = None, None
+            # the cache holds the current window's context up to the previous position
+            decoder = KVDecoder(self.net, batch=prefix.shape[0], length=h * w) if use_cache else None
+            cached_window, filled, last = None, 0, None
             for i in range(rows):
                 top = window_origin(i, h, height)
                 for j in range(width):
                     left = window_origin(j, w, width)
-                    context = window_context(out, i, j, top, left, w)
-                    if guided:
-                        context = context.repeat(2, 1)
-                    seq = torch.cat((prefix, context), dim=1)
-                    if use_cache:
-                        # the cache holds this window's context up to the previous position
-                        reuse = cache if cached_window == (top, left) else None
-                        logits, cache = self.net(seq, cache=reuse, return_intermediates=True)
-                        cached_window = (top, left)
+                    if decoder is not None and cached_window == (top, left):
+                        logits = decoder.step(last, filled)  # the window moved on by the last token only
+                        filled += 1
                     else:
-                        logits = self.net(seq)
-                    logits = logits[:, -1].float()
+                        context = window_context(out, i, j, top, left, w)
+                        seq = torch.cat((prefix, context.repeat(2, 1) if guided else context), dim=1)
+                        if decoder is not None:
+                            logits, filled = decoder.prefill(seq), seq.shape[1]
+                            cached_window = (top, left)
+                        else:
+                            logits = self.net(seq)[:, -1]
+                    logits = logits.float()
                     if guided:
                         cond, uncond = logits.chunk(2, dim=0)
                         logits = guide(cond, uncond, options.cfg_scale)
-                    out[:, i, j] = draw(logits, options, generator).tokens
+                    tokens = draw(logits, options, generator, log_probs=False).tokens
+                    out[:, i, j] = tokens
+                    last = (tokens.repeat(2) if guided else tokens)[:, None]
         return out[:, :, :cols]

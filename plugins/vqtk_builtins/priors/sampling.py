@@ -55,30 +55,46 @@ class Draw(NamedTuple):
     """Sampled tokens and their log-probability under the distribution they were drawn from."""
 
     tokens: torch.Tensor
-    log_probs: torch.Tensor
+    log_probs: Optional[torch.Tensor]
 
 
-def draw(logits: torch.Tensor, options: SamplingOptions, generator: Optional[torch.Generator]) -> Draw:
+def draw(
+    logits: torch.Tensor, options: SamplingOptions, generator: Optional[torch.Generator], *, log_probs: bool = True
+) -> Draw:
     """Sample one token per row of ``logits (N, K)``: temperature, then top-k / top-p, then a multinomial draw.
 
     ``temperature = 0`` is greedy (argmax, no randomness). Each call consumes the
     generator the same way for a given ``N``, whatever produced the logits, so
     cached and uncached decoding give identical tokens under one seed.
+    ``log_probs=False`` skips the log-probabilities (``Draw.log_probs`` is ``None``).
     """
     logits = logits.float()
     if options.temperature == 0:
         filtered = filter_logits(logits, top_k=options.top_k, top_p=options.top_p)
         tokens = filtered.argmax(dim=-1)
     else:
-        filtered = filter_logits(logits / options.temperature, top_k=options.top_k, top_p=options.top_p)
-        probs = filtered.softmax(dim=-1)
-        if generator is not None and generator.device != probs.device:
-            tokens = torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device)
-        else:
-            tokens = torch.multinomial(probs, 1, generator=generator)
-        tokens = tokens.squeeze(-1)
-    log_probs = filtered.log_softmax(dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
-    return Draw(tokens, log_probs)
+        if options.temperature != 1:
+            logits = logits / options.temperature
+        if options.top_p is None and options.top_k is not None and options.top_k < logits.shape[-1]:
+            # top-k alone: draw among the k best only (ties at the k-th logit keep k of them)
+            best, order = logits.topk(options.top_k, dim=-1)
+            choice = _multinomial(best.softmax(dim=-1), generator)
+            tokens = order.gather(-1, choice[:, None]).squeeze(-1)
+            if not log_probs:
+                return Draw(tokens, None)
+            return Draw(tokens, best.log_softmax(dim=-1).gather(-1, choice[:, None]).squeeze(-1))
+        filtered = filter_logits(logits, top_k=options.top_k, top_p=options.top_p)
+        tokens = _multinomial(filtered.softmax(dim=-1), generator)
+    if not log_probs:
+        return Draw(tokens, None)
+    return Draw(tokens, filtered.log_softmax(dim=-1).gather(-1, tokens[:, None]).squeeze(-1))
+
+
+def _multinomial(probs: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """One index per row of ``probs``, drawn on the generator's device."""
+    if generator is not None and generator.device != probs.device:
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def window_origin(index: int, window: int, extent: int) -> int:

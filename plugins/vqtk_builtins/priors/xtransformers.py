@@ -12,5 +12,6 @@ import warnings
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     from x_transformers import Decoder, Encoder, TransformerWrapper
+    from x_transformers.x_transformers import Attention, FeedForward, LayerNorm, Residual
 
-__all__ = ["Decoder", "Encoder", "TransformerWrapper"]
+__all__ = ["Attention", "Decoder", "Encoder", "FeedForward", "LayerNorm", "Residual", "TransformerWrapper"]
