@@ -20,7 +20,7 @@ from benchmarks import codec, data_loading, gpt_decode, optimizer_step, prior_sa
 from benchmarks.context import Context
 from benchmarks.machine import load_average, machine_info
 from benchmarks.presets import FULL, PRESETS, SMALL, SMOKE
-from benchmarks.report import write_all
+from benchmarks.report import write_all, write_json
 
 log = logging.getLogger("vqtk.benchmarks")
 
@@ -153,7 +153,9 @@ def prime(device: torch.device) -> None:
         opt.step()
 
 
-def run(ctx: Context, chosen: dict[str, list[str]]) -> list[dict]:
+def run(ctx: Context, chosen: dict[str, list[str]],
+        on_progress: Optional[Callable[[list[dict]], None]] = None) -> list[dict]:
+    """Run the chosen measurements in order; ``on_progress(results so far)`` after each one."""
     jobs: list[tuple[str, str, Callable[[], list[dict]]]] = []
     configs = {c.key: c for c in stage1_step.configs()}
     for key in chosen["stage1"]:
@@ -183,6 +185,8 @@ def run(ctx: Context, chosen: dict[str, list[str]]) -> list[dict]:
             log.info("[%d/%d] %s %s: %s (%.1f s)", i, len(jobs), family, r["key"], _summary(r),
                      time.perf_counter() - t0)
         results.extend(records)
+        if on_progress is not None:
+            on_progress(results)
     data_loading.bottleneck_notes(results)
     return results
 
@@ -244,29 +248,42 @@ def _run(args: argparse.Namespace, chosen: dict[str, list[str]], device: torch.d
         log.info("benchmarks: preset %s on %s (%s), %d warm-up + %d timed calls per side, output %s",
                  preset.name, device, machine.get("gpu_name") or machine.get("cpu_model"), ctx.warmup,
                  ctx.repeats, out)
-        results = run(ctx, chosen)
+        partial = out / "results.partial.json"
+
+        def result_of(so_far: list[dict]) -> dict:
+            methods = {r.get("memory_method") for r in so_far if r.get("memory_method")}
+            return {
+                "schema": 1,
+                "machine": machine,
+                "run": {
+                    "preset": preset.name,
+                    "device": str(device),
+                    "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in args.argv),
+                    "warmup": ctx.warmup,
+                    "repeats": ctx.repeats,
+                    "compile": compile_on,
+                    "peak_tflops": args.peak_tflops,
+                    "peak_tflops_fp32": args.peak_tflops_fp32,
+                    "memory_method": ", ".join(sorted(methods)) or None,
+                    "elapsed_s": time.perf_counter() - started,
+                    "selected": chosen,
+                    "notes": notes,
+                },
+                "results": so_far,
+            }
+
+        def save_partial(so_far: list[dict]) -> None:
+            # a run stopped by a time limit keeps every row measured so far:
+            # `python -m benchmarks.report results.partial.json` renders them
+            result = result_of(so_far)
+            result["run"]["partial"] = True
+            write_json(result, partial)
+
+        results = run(ctx, chosen, save_partial)
     machine["load_average_end"] = load_average()
-    methods = {r.get("memory_method") for r in results if r.get("memory_method")}
-    result = {
-        "schema": 1,
-        "machine": machine,
-        "run": {
-            "preset": preset.name,
-            "device": str(device),
-            "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in args.argv),
-            "warmup": ctx.warmup,
-            "repeats": ctx.repeats,
-            "compile": compile_on,
-            "peak_tflops": args.peak_tflops,
-            "peak_tflops_fp32": args.peak_tflops_fp32,
-            "memory_method": ", ".join(sorted(methods)) or None,
-            "elapsed_s": time.perf_counter() - started,
-            "selected": chosen,
-            "notes": notes,
-        },
-        "results": results,
-    }
+    result = result_of(results)
     paths = write_all(result, out)
+    partial.unlink(missing_ok=True)
     print(paths["markdown"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 1 if any(r.get("error") for r in results) else 0

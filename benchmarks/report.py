@@ -172,11 +172,42 @@ def _write_atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def write_json(result: dict, path: Path) -> None:
+    """Write ``result`` as JSON to ``path`` atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, lambda p: p.write_text(json.dumps(result, indent=2, default=str) + "\n"))
+
+
 def write_all(result: dict, out: Path) -> dict[str, Path]:
     """Write the JSON, markdown and PNG files into ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "markdown": out / "results.md", "chart": out / "results.png"}
-    _write_atomic(paths["json"], lambda p: p.write_text(json.dumps(result, indent=2, default=str) + "\n"))
+    write_json(result, paths["json"])
     _write_atomic(paths["markdown"], lambda p: p.write_text(markdown(result)))
     _write_atomic(paths["chart"], lambda p: chart(result).save(p, format="PNG"))
     return paths
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m benchmarks.report RESULTS.json [--out DIR]``: render a (partial) run's tables and chart again."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
+    parser.add_argument("results", type=Path, help="results.json or results.partial.json of a run")
+    parser.add_argument("--out", type=Path, help="folder for results.md/.png/.json (default: beside the file)")
+    args = parser.parse_args(argv)
+    result = json.loads(args.results.read_text())
+    out = args.out or args.results.parent
+    if args.out is None and args.results.name == "results.json":
+        paths = {"markdown": out / "results.md", "chart": out / "results.png"}
+        _write_atomic(paths["markdown"], lambda p: p.write_text(markdown(result)))
+        _write_atomic(paths["chart"], lambda p: chart(result).save(p, format="PNG"))
+    else:
+        paths = write_all(result, out)
+    print(markdown(result))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

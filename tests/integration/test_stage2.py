@@ -123,4 +123,5 @@ def test_multi_index_quantizer_is_refused_by_name(recipe_file, tmp_path, capsys)
                  "model.quantizer.codebook_size=32"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "model.quantizer 'residual' gives 2 per position" in err
+    assert ("prior: GPTPrior models the grid layout, but model.quantizer 'residual' lays out its codes as "
+            "a grid with 2 indices per position (layout 'depth')") in err

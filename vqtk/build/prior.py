@@ -8,7 +8,7 @@ import attrs
 
 from vqtk.build.components import build_component, fill_provided
 from vqtk.errors import VqtkError
-from vqtk.interfaces import Prior
+from vqtk.interfaces import SCALES, Prior, check_layout_supported
 from vqtk.model import VQGAN
 from vqtk.recipe.schema import ComponentRef, Recipe
 from vqtk.registry import Registry
@@ -16,8 +16,9 @@ from vqtk.registry.signature import is_provided
 
 
 def prior_facts(recipe: Recipe, tokenizer: VQGAN, resolution: int) -> dict[str, tuple[Any, str]]:
-    """What the tokenizer tells a prior: ``codebook_size``, ``num_codebooks``, ``grid_size``."""
+    """What the tokenizer tells a prior: ``codebook_size``, ``num_codebooks``, ``grid_size``, ``scales``."""
     q = tokenizer.quantizer
+    layout = q.layout
     source = f"model.quantizer ({recipe.model.quantizer.type!r})"
     provided = {
         "codebook_size": (q.codebook_size, f"the tokenizer's {source} codebook_size"),
@@ -25,6 +26,8 @@ def prior_facts(recipe: Recipe, tokenizer: VQGAN, resolution: int) -> dict[str, 
         "grid_size": (tokenizer.latent_grid(resolution, resolution),
                       f"the tokenizer's code grid for data.resolution {resolution}"),
     }
+    if layout.kind == SCALES:
+        provided["scales"] = ([list(s) for s in layout.scales], f"the tokenizer's {source} scales")
     return provided
 
 
@@ -40,13 +43,9 @@ def build_prior(recipe: Recipe, tokenizer: VQGAN, resolution: int, registry: Opt
 
 
 def check_prior_fits(prior: Prior, tokenizer: VQGAN, grid: tuple[int, int], quantizer_type: str) -> None:
-    """The built prior models the tokenizer's codes: index layout, codebook size, grid."""
+    """The built prior models the tokenizer's codes: token layout, codebook size, grid."""
     q = tokenizer.quantizer
-    if q.num_codebooks != 1 and not prior.multi_index:
-        raise VqtkError(
-            f"prior: {type(prior).__name__} models one index per position, but model.quantizer "
-            f"{quantizer_type!r} gives {q.num_codebooks} per position; use a single-codebook quantizer"
-        )
+    check_layout_supported(q.layout, prior.layouts, type(prior).__name__, repr(quantizer_type))
     if prior.codebook_size != q.codebook_size:
         raise VqtkError(
             f"prior.codebook_size: {prior.codebook_size} does not match the tokenizer's {q.codebook_size} codes"

@@ -11,6 +11,7 @@ from vqtk.interfaces.data import DataSource, FolderDataSource, ShardDataSource, 
 from vqtk.interfaces.decoder import Decoder
 from vqtk.interfaces.discriminator import Discriminator, Logits, logit_maps
 from vqtk.interfaces.encoder import Encoder
+from vqtk.interfaces.layout import DEPTH, GRID, LAYOUT_KINDS, SCALES, TokenLayout, check_layout_supported
 from vqtk.interfaces.lifecycle import StepAware, step_aware_parts
 from vqtk.interfaces.loss import DiscriminatorLogits, Loss, LossInputs, LossTerm
 from vqtk.interfaces.prior import Prior, PriorOutput, SamplingOptions
@@ -28,7 +29,13 @@ KINDS: dict[str, type] = {
 }
 
 __all__ = [
+    "DEPTH",
+    "GRID",
     "KINDS",
+    "LAYOUT_KINDS",
+    "SCALES",
+    "TokenLayout",
+    "check_layout_supported",
     "ConversionResult",
     "Converter",
     "DataSource",

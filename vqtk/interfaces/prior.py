@@ -9,6 +9,8 @@ import attrs
 import torch
 from torch import nn
 
+from vqtk.interfaces.layout import GRID
+
 
 @attrs.define(eq=False)
 class PriorOutput:
@@ -31,7 +33,9 @@ class SamplingOptions:
 
 
 class Prior(nn.Module, abc.ABC):
-    """Models index grids ``(B, h, w)`` (or ``(B, h, w, Q)``) from a tokenizer.
+    """Models a tokenizer's indices: grids ``(B, h, w)``, ``(B, h, w, Q)`` or scales ``(B, L)``.
+
+    Which of those it models is declared in :attr:`layouts` (see :mod:`vqtk.interfaces.layout`).
 
     Attributes:
         codebook_size: index range it models.
@@ -42,11 +46,13 @@ class Prior(nn.Module, abc.ABC):
     codebook_size: int
     grid_size: tuple[int, int]
     num_classes: int = 0
-    #: whether it models grids with several indices per position ``(B, h, w, Q)`` (residual codes)
-    multi_index: ClassVar[bool] = False
+    #: the token layout kinds it models ("grid", "depth", "scales"); the assembler refuses a
+    #: tokenizer whose quantizer lays out its codes otherwise
+    layouts: ClassVar[tuple[str, ...]] = (GRID,)
     #: arguments the assembler takes from the tokenizer the prior models, so a recipe
-    #: need not repeat them (repeating them is allowed when the values agree)
-    provided_arguments: ClassVar[tuple[str, ...]] = ("codebook_size", "num_codebooks", "grid_size")
+    #: need not repeat them (repeating them is allowed when the values agree); ``scales``
+    #: is the ``[[h, w], ...]`` list of a multi-scale layout
+    provided_arguments: ClassVar[tuple[str, ...]] = ("codebook_size", "num_codebooks", "grid_size", "scales")
     #: arguments every component of this kind takes (none)
     required_arguments: ClassVar[tuple[str, ...]] = ()
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from vqtk.errors import VqtkError
+from vqtk.interfaces.layout import TokenLayout
 from vqtk.measure import code_histogram, code_usage, perplexity
 
 
@@ -85,6 +86,16 @@ class Quantizer(nn.Module, abc.ABC):
     @abc.abstractmethod
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Turn indices ``(B, h, w)`` or ``(B, h, w, Q)`` back into latents ``(B, dim, h, w)``."""
+
+    @property
+    def layout(self) -> TokenLayout:
+        """How this quantizer lays out its indices (:mod:`vqtk.interfaces.layout`).
+
+        The default follows :attr:`num_codebooks`: a grid, or a grid with ``Q`` indices per
+        position. A multi-scale quantizer overrides it with its scales; its :meth:`quantize`
+        then returns indices ``(B, L)`` and :meth:`lookup` takes them.
+        """
+        return TokenLayout.with_depth(self.num_codebooks)
 
     @property
     def index_shape_suffix(self) -> tuple[int, ...]:
