@@ -374,6 +374,8 @@ class TamingTrainStep:
         self.opt_ae = torch.optim.Adam(self.model.parameters(), lr=lr, betas=betas)
         self.opt_disc = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=betas)
         if compile:
+            # the adaptive weight's retain_graph=True grads through the compiled decoder need this
+            torch._functorch.config.donated_buffer = False
             for m in (self.model.encoder, self.model.decoder, self.disc):
                 m.compile()
 

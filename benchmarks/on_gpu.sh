@@ -7,13 +7,13 @@
 # Each part writes results.partial.json after every row, so a part stopped by its time
 # limit keeps what it measured (`python -m benchmarks.report DIR/results.partial.json`).
 # PEAK_TFLOPS / PEAK_TFLOPS_FP32: the card's dense bf16 / fp32 peaks for the MFU column
-# (defaults: H100/H200 SXM, 989 and 67). PYTHON: the interpreter (default python).
+# (defaults: H100/H200 SXM, 989 bf16 and 495 TF32: convolutions run on TF32 by default). PYTHON: the interpreter (default python).
 set -u
 OUT=${OUT:-runs/benchmarks/gpu}
 EAGER_S=${EAGER_S:-330}
 TOTAL_S=${TOTAL_S:-560}
 START=$SECONDS
-PEAK=(--peak-tflops "${PEAK_TFLOPS:-989}" --peak-tflops-fp32 "${PEAK_TFLOPS_FP32:-67}")
+PEAK=(--peak-tflops "${PEAK_TFLOPS:-989}" --peak-tflops-fp32 "${PEAK_TFLOPS_FP32:-495}")
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 PY=${PYTHON:-python}

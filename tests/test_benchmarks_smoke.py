@@ -365,3 +365,31 @@ def test_gpt_decode_family_times_vqtk_and_taming_sampling_with_and_without_cache
         assert r["baseline"]["label"].startswith("taming minGPT") and r["speed_ratio"]["median"] > 0
         assert r["config"]["ms_per_step"]["vqtk"] == pytest.approx(r["vqtk"]["median_ms"] / r["config"]["steps"])
     assert "## GPT sampling vs taming minGPT" in (tmp_path / "results.md").read_text()
+
+
+def test_partial_results_are_written_after_every_row_and_render(tmp_path, monkeypatch):
+    """A run stopped by a time limit keeps each finished row in results.partial.json, and
+    ``python -m benchmarks.report`` renders it; a finished run removes the partial file."""
+    seen: list[int] = []
+    real_write_json = cli.write_json
+
+    def spy(result, path):
+        real_write_json(result, path)
+        seen.append(len(json.loads(path.read_text())["results"]))
+
+    monkeypatch.setattr(cli, "write_json", spy)
+    out = tmp_path / "run"
+    code = cli.main(["--smoke", "--device", "cpu", "--threads", "1", "--warmup", "0", "--repeats", "1",
+                     "--only", "stage1:compile", "optimizer:make_optimizer", "--out", str(out)])
+    assert code == 0
+    assert seen == [1, 2]  # after each row, growing
+    assert not (out / "results.partial.json").exists() and (out / "results.json").exists()
+
+    partial = json.loads((out / "results.json").read_text())
+    partial["results"] = partial["results"][:1]
+    partial["run"]["partial"] = True
+    (tmp_path / "results.partial.json").write_text(json.dumps(partial))
+    assert report.main([str(tmp_path / "results.partial.json"), "--out", str(tmp_path / "rendered")]) == 0
+    md = (tmp_path / "rendered" / "results.md").read_text()
+    assert "| vq · patchgan · compile · fp32 | skipped" in md and "Generator optimizer step" not in md
+    assert (tmp_path / "rendered" / "results.png").stat().st_size > 0

@@ -68,6 +68,11 @@ class Stage1Step:
         if cfg.ema_decay is not None:
             self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
         if cfg.compile:
+            # Losses may differentiate through a compiled module more than once per step (the
+            # adaptive GAN weight takes grad of the decoder's last layer with retain_graph=True);
+            # AOTAutograd's donated buffers forbid that ("backward function was compiled with
+            # non-empty donated buffers"), so they are off for the process while compiling.
+            torch._functorch.config.donated_buffer = False
             # in place, so parameter names (and checkpoints) stay those of the plain modules
             for module in (model.encoder, model.decoder, discriminator):
                 if module is not None:
