@@ -83,16 +83,20 @@ def psnr(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 # -- codes ---------------------------------------------------------------------
 
 
-def _by_codebook(indices: torch.Tensor, num_codebooks: Optional[int]) -> torch.Tensor:
-    """Indices as ``(N, Q)`` int64, one column per codebook (shape rules of :func:`code_ids`)."""
+def codes_by_codebook(indices: torch.Tensor, num_codebooks: Optional[int] = None) -> torch.Tensor:
+    """Indices as ``(N, Q)`` int64, one column per codebook (shape rules of :func:`code_ids`).
+
+    The one place that knows how index tensors hold codebooks:
+    :meth:`vqtk.interfaces.TokenLayout.per_codebook` is its transpose.
+    """
     idx = indices.detach().long()
     if num_codebooks is None:
         return idx.reshape(-1, idx.shape[-1] if idx.dim() >= 4 else 1)
-    if num_codebooks == 1 and idx.dim() == 3:
-        idx = idx.unsqueeze(-1)
+    if num_codebooks == 1 and idx.dim() in (2, 3):  # (B, h, w) grids or (B, L) scale sequences
+        return idx.reshape(-1, 1)
     if idx.dim() != 4 or idx.shape[-1] != num_codebooks:
-        suffix = f", {num_codebooks}" if num_codebooks > 1 else ""
-        raise ValueError(f"expected indices (B, h, w{suffix}), got shape {tuple(indices.shape)}")
+        want = f"(B, h, w, {num_codebooks})" if num_codebooks > 1 else "(B, h, w) or (B, L)"
+        raise ValueError(f"expected indices {want}, got shape {tuple(indices.shape)}")
     return idx.reshape(-1, num_codebooks)
 
 
@@ -104,13 +108,14 @@ def _offset(flat: torch.Tensor, codebook_size: int) -> torch.Tensor:
 def code_ids(indices: torch.Tensor, codebook_size: int, num_codebooks: Optional[int] = None) -> torch.Tensor:
     """Every position's code as one flat id ``(N * Q,)`` int64: code ``c`` of codebook ``q`` is ``q * K + c``.
 
-    With ``num_codebooks`` given, ``indices`` must be ``(B, h, w)`` (one
-    codebook) or ``(B, h, w, Q)`` and anything else raises ``ValueError``.
+    With ``num_codebooks`` given, ``indices`` must be ``(B, h, w)`` or a
+    multi-scale ``(B, L)`` (one codebook), or ``(B, h, w, Q)``, and anything
+    else raises ``ValueError``.
     Without it, the number of codebooks is the trailing size of 4-d indices
     and 1 otherwise (any shape then counts as one codebook's codes). Never
     synchronises with the host.
     """
-    return _offset(_by_codebook(indices, num_codebooks), codebook_size)
+    return _offset(codes_by_codebook(indices, num_codebooks), codebook_size)
 
 
 def code_histogram(
@@ -127,7 +132,7 @@ def code_histogram(
     ``ValueError`` for an index outside ``[0, codebook_size)`` (one host sync);
     without it the function never synchronises.
     """
-    flat = _by_codebook(indices, num_codebooks)
+    flat = codes_by_codebook(indices, num_codebooks)
     if check_range and flat.numel():
         lo, hi = int(flat.min()), int(flat.max())
         if lo < 0 or hi >= codebook_size:

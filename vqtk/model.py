@@ -1,4 +1,4 @@
-"""The assembled VQGAN: encoder, pre-quant 1x1 conv, quantizer, post-quant 1x1 conv, decoder."""
+"""The assembled VQGAN: encoder, pre-quant conv, quantizer, post-quant conv, decoder (1x1 convs unless told)."""
 
 from __future__ import annotations
 
@@ -20,17 +20,22 @@ class VQGANOutput:
 class VQGAN(nn.Module):
     """An image tokenizer built from any registered encoder, quantizer and decoder.
 
-    The 1x1 convolutions map ``encoder.out_channels -> quantizer.dim`` and
+    Two convolutions map ``encoder.out_channels -> quantizer.dim`` and
     ``quantizer.dim -> decoder.in_channels`` (taming's ``quant_conv`` and
-    ``post_quant_conv``).
+    ``post_quant_conv``): 1x1 by default, as in taming and LlamaGen;
+    ``quant_conv_kernel = 3`` makes them 3x3 with zero padding, as in VAR's VQVAE
+    (``quant_conv_ks``).
     """
 
-    def __init__(self, *, encoder: Encoder, quantizer: Quantizer, decoder: Decoder):
+    def __init__(self, *, encoder: Encoder, quantizer: Quantizer, decoder: Decoder, quant_conv_kernel: int = 1):
         super().__init__()
+        if quant_conv_kernel < 1 or quant_conv_kernel % 2 == 0:
+            raise ValueError(f"quant_conv_kernel must be a positive odd number, got {quant_conv_kernel}")
+        pad = quant_conv_kernel // 2
         self.encoder = encoder
-        self.quant_conv = nn.Conv2d(encoder.out_channels, quantizer.dim, 1)
+        self.quant_conv = nn.Conv2d(encoder.out_channels, quantizer.dim, quant_conv_kernel, padding=pad)
         self.quantizer = quantizer
-        self.post_quant_conv = nn.Conv2d(quantizer.dim, decoder.in_channels, 1)
+        self.post_quant_conv = nn.Conv2d(quantizer.dim, decoder.in_channels, quant_conv_kernel, padding=pad)
         self.decoder = decoder
 
     @property
@@ -56,7 +61,7 @@ class VQGAN(nn.Module):
 
     @torch.no_grad()
     def encode_to_indices(self, x: torch.Tensor) -> torch.Tensor:
-        """Images to code indices ``(B, h, w)`` (or ``(B, h, w, Q)``)."""
+        """Images to code indices in the quantizer's layout: ``(B, h, w)``, ``(B, h, w, Q)`` or ``(B, L)``."""
         return self.encode(x).indices
 
     @torch.no_grad()

@@ -51,6 +51,9 @@ LAZY_OK = {
     "tensorboard": "optional extra",
     "torch.utils.tensorboard": "optional extra",
     "wandb": "optional extra",
+    "torch.distributed.fsdp": "heavy (imports DTensor, 1-2 s), only when a prior trains with strategy fsdp",
+    "torch.distributed.device_mesh": "heavy (imports DTensor), only when a prior trains with strategy fsdp",
+    "torch.distributed.checkpoint.state_dict": "heavy (imports DTensor), only when a prior trains with strategy fsdp",
 }
 
 

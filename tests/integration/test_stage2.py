@@ -117,11 +117,11 @@ def test_sample_command(trained, tmp_path, capsys):
     assert "a stage-1 (tokenizer) checkpoint; sample needs a stage-2 (prior) checkpoint" in err
 
 
-def test_multi_index_quantizer_is_refused_by_name(recipe_file, tmp_path, capsys):
+def test_depth_layout_quantizer_is_refused_by_name(recipe_file, tmp_path, capsys):
     code = main(["run", str(recipe_file), "--out", str(tmp_path / "rvq"), "--no-progress", "train.steps=1",
                  "model.quantizer.type=residual", "model.quantizer.dim=8", "model.quantizer.num_quantizers=2",
                  "model.quantizer.codebook_size=32"])
     assert code == 2
     err = capsys.readouterr().err
-    assert ("prior: GPTPrior models the grid layout, but model.quantizer 'residual' lays out its codes as "
+    assert ("prior: 'gpt' models the grid layout, but model.quantizer 'residual' lays out its codes as "
             "a grid with 2 indices per position (layout 'depth')") in err

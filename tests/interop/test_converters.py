@@ -50,18 +50,18 @@ def _lines(text: str) -> list[str]:
 
 
 def test_builtin_taming_converter_is_registered(builtins_registry):
-    assert [s.name for s in builtins_registry.converters()] == ["llamagen", "taming"]
+    assert [s.name for s in builtins_registry.converters()] == ["llamagen", "taming", "var"]
     spec = builtins_registry.converter("taming")
     assert (spec.name, spec.plugin, spec.converter.can_export) == ("taming", "builtins", True)
     assert spec.doc == "taming-transformers VQGAN (VQModel) checkpoints <-> vqtk checkpoints (same codes and pixels)."
     assert builtins_registry.converter("taming") is spec
-    assert builtins_registry.plugins["builtins"].converters == ["taming", "llamagen"]
+    assert builtins_registry.plugins["builtins"].converters == ["taming", "llamagen", "var"]
     assert [o.flag for o in option_specs(spec.converter.import_options)] == ["--config", "--resolution"]
     assert [o.flag for o in option_specs(spec.converter.export_options)] == ["--config-out", "--no-discriminator"]
 
 
 def test_unknown_converter_names_the_available_ones_and_the_closest(builtins_registry):
-    with pytest.raises(VqtkError, match=r"^unknown converter 'tamin'; did you mean 'taming'\? available: llamagen, taming$"):
+    with pytest.raises(VqtkError, match=r"^unknown converter 'tamin'; did you mean 'taming'\? available: llamagen, taming, var$"):
         builtins_registry.converter("tamin")
 
 
@@ -81,7 +81,7 @@ def test_duplicate_converter_name_is_refused_naming_both_plugins(builtins_regist
         builtins_registry.converter("taming")
     twice = builtins_registry.register_plugin(converter_plugin(ToyConverter(), ToyConverter()), "twice")
     assert twice.error == "duplicate names: converter 'toyvq' is registered by both plugin 'twice' and plugin 'twice'"
-    assert [s.name for s in builtins_registry.converters()] == ["llamagen", "taming"]
+    assert [s.name for s in builtins_registry.converters()] == ["llamagen", "taming", "var"]
 
 
 def test_failing_converter_hook_is_recorded_and_the_others_still_load(toy_registry):
@@ -199,7 +199,8 @@ def test_convert_list_shows_the_builtins_and_broken_plugins(builtins_registry, u
     lines = _lines(capsys.readouterr().out)
     assert lines[0].startswith("llamagen  builtins  llamagen, to-llamagen  LlamaGen VQ tokenizer (VQ-16, VQ-8)")
     assert lines[1].startswith("taming    builtins  taming, to-taming      taming-transformers VQGAN (VQModel)")
-    assert lines[2].startswith("warning: plugin 'broken' failed to register: PluginError: plugin 'broken': converter")
+    assert lines[2].startswith("var       builtins  var, to-var            VAR's multi-scale VQVAE checkpoints")
+    assert lines[3].startswith("warning: plugin 'broken' failed to register: PluginError: plugin 'broken': converter")
 
 
 def test_unknown_converter_is_one_line_exit_2(toy_with_converter, capsys):

@@ -22,6 +22,7 @@ CASES = [
     ("quantizer", "simvq", {"dim": 8, "codebook_size": 16}, {}),
     ("quantizer", "gumbel", {"dim": 8, "codebook_size": 16}, {}),
     ("quantizer", "ibq", {"dim": 8, "codebook_size": 16}, {}),
+    ("quantizer", "msvq", {"dim": 8, "codebook_size": 16, "scales": [1, 2, 4]}, {}),
     ("discriminator", "patchgan", {"ndf": 8, "n_layers": 2}, {"resolution": 32}),
     ("discriminator", "multiscale_patchgan", {"ndf": 8, "n_layers": 1, "num_scales": 2}, {"resolution": 32}),
     ("discriminator", "stylegan", {"resolution": 16, "channels": 8, "max_channels": 16}, {"resolution": 16}),
@@ -31,6 +32,8 @@ CASES = [
     ("loss", "lpips", {"pretrained_backbone": False}, {}),
     ("prior", "gpt", PRIOR, {}),
     ("prior", "maskgit", PRIOR, {}),
+    ("prior", "rq", {**PRIOR, "num_codebooks": 2, "depth_layers": 1}, {}),
+    ("prior", "var", {**PRIOR, "scales": [[1, 1], [2, 2], [4, 4]]}, {}),
 ]
 
 

@@ -95,6 +95,30 @@ def test_start_step_zeroes_both_terms_before_it():
     assert g.logs["factor"].item() == 1.0
 
 
+def test_discriminator_warms_up_before_the_generator_term_starts_and_the_term_ramps():
+    torch.manual_seed(0)
+    disc = PatchGANDiscriminator(ndf=4, n_layers=1, norm="none")
+    loss = GANLoss(start_step=10, disc_warmup_steps=4, ramp_steps=4, adaptive=False)
+    real, recon = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16, requires_grad=True)
+
+    def terms(step):
+        g = loss.generator_loss(make_inputs(real, recon, discriminator=disc, step=step))
+        d = loss.discriminator_loss(discriminator_inputs(real, recon, loss, discriminator=disc, step=step))
+        return g, d
+
+    g, d = terms(5)  # before the warm-up: nothing runs
+    assert g.value.item() == 0.0 and d.value.item() == 0.0 and d.logs["factor"].item() == 0.0
+    g, d = terms(6)  # warm-up: the discriminator learns, the generator's term is still zero
+    assert d.value.item() > 0 and g.value.item() == 0.0 and g.logs["factor"].item() == 0.0
+    d.value.backward()
+    assert all(p.grad is not None for p in disc.parameters())
+    assert [loss.factor(s) for s in (9, 10, 11, 12, 13, 100)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    g, _ = terms(11)
+    g_full = GANLoss(start_step=10, adaptive=False).generator_loss(make_inputs(real, recon, discriminator=disc, step=11))
+    assert g.value.item() == pytest.approx(0.5 * g_full.value.item())
+    assert g.logs["factor"].item() == 0.5
+
+
 class TinyGenerator(nn.Module):
     """A decoder-like pair of convs; ``out`` is the layer whose weight balances the losses."""
 

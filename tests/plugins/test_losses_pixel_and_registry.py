@@ -145,4 +145,5 @@ def test_loss_configs_come_from_the_signatures(builtins_registry):
     for name in ("l1", "l2", "quantizer"):
         assert attrs.fields(config(builtins_registry, name)) == ()
     gan = [f.name for f in attrs.fields(config(builtins_registry, "gan"))]
-    assert gan == ["objective", "start_step", "adaptive", "max_adaptive_weight", "r1_gamma", "scale_weights"]
+    assert gan == ["objective", "start_step", "disc_warmup_steps", "ramp_steps", "adaptive", "max_adaptive_weight",
+                   "r1_gamma", "scale_weights"]

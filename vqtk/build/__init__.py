@@ -14,7 +14,14 @@ from vqtk.build.components import (
     fill_provided,
     too_large,
 )
-from vqtk.build.prior import build_prior, check_prior_fits, prior_facts, provided_values
+from vqtk.build.prior import (
+    build_prior,
+    check_prior_fits,
+    check_recipe_prior,
+    prior_facts,
+    provided_values,
+    recipe_sampling_options,
+)
 from vqtk.build.probe import call_part, check_data_fits, component_origins, count_parameters, probe_shapes
 
 __all__ = [
@@ -28,6 +35,8 @@ __all__ = [
     "call_part",
     "check_data_fits",
     "check_prior_fits",
+    "check_recipe_prior",
+    "recipe_sampling_options",
     "component_origins",
     "count_parameters",
     "fill_provided",

@@ -70,11 +70,16 @@ def fill_provided(ref: ComponentRef, path: str, provided: dict[str, tuple[Any, s
 
 
 def _as_tuple(value: Any) -> Any:
-    return tuple(value) if isinstance(value, (list, tuple)) else value
+    """Lists and tuples, nested ones too, as tuples: a recipe's ``[[1, 1], [2, 2]]`` equals ``((1, 1), (2, 2))``."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _plain_list(value: Any) -> Any:
+    return [_plain_list(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _show(value: Any) -> str:
-    return str(list(value)) if isinstance(value, (list, tuple)) else repr(value)
+    return str(_plain_list(value)) if isinstance(value, (list, tuple)) else repr(value)
 
 
 def first_line(exc: BaseException) -> str:
@@ -133,7 +138,7 @@ def build_vqgan(recipe: Recipe, registry: Optional[Registry] = None) -> VQGAN:
             f"model.decoder: outputs {decoder.out_channels} channels but model.encoder "
             f"takes {encoder.in_channels}"
         )
-    return VQGAN(encoder=encoder, quantizer=quantizer, decoder=decoder)
+    return VQGAN(encoder=encoder, quantizer=quantizer, decoder=decoder, quant_conv_kernel=m.quant_conv_kernel)
 
 
 def build_discriminator(recipe: Recipe, registry: Optional[Registry] = None) -> Optional[Discriminator]:

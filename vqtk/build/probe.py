@@ -62,8 +62,9 @@ def probe_shapes(model: VQGAN, discriminator: Optional[Discriminator], resolutio
         if not isinstance(q, QuantizerOutput):
             raise VqtkError(f"model.quantizer: returned a {type(q).__name__}, expected a QuantizerOutput")
         _expect("model.quantizer (quantized)", q.quantized, (1, model.quantizer.dim, h, w))
-        want_idx = (1, h, w, *model.quantizer.index_shape_suffix)
-        _expect("model.quantizer (indices)", q.indices, want_idx)
+        layout = model.quantizer.layout
+        layout.check_grid((h, w))  # a multi-scale quantizer codes one latent grid only
+        _expect("model.quantizer (indices)", q.indices, layout.index_shape(1, (h, w)))
         if q.indices.is_floating_point() or q.indices.is_complex():
             raise VqtkError(f"model.quantizer (indices): dtype {q.indices.dtype}, expected an integer dtype")
         if not (torch.is_tensor(q.loss) and q.loss.dim() == 0):

@@ -8,10 +8,9 @@ from vqtk.build import (
     build_data,
     build_discriminator,
     build_losses,
-    build_prior,
     build_vqgan,
     check_data_fits,
-    check_prior_fits,
+    check_recipe_prior,
     component_origins,
     count_parameters,
     probe_shapes,
@@ -73,6 +72,10 @@ def cmd_check(args) -> int:
         raise VqtkError(f"model.discriminator: the recipe has losses that need a discriminator "
                         f"({', '.join(needs_disc)}) but no [model.discriminator]")
     shapes = probe_shapes(model, disc, data.resolution, component_origins(recipe))
+    h, w = model.latent_grid(data.resolution, data.resolution)
+    prior = None
+    if recipe.prior is not None:  # a prior that does not model the tokenizer's codes is refused before any output
+        prior = check_recipe_prior(recipe, model, data.resolution)
 
     m = recipe.model
     rows = [
@@ -92,10 +95,10 @@ def cmd_check(args) -> int:
     if disc is not None:
         print(f"  {'discriminator (' + m.discriminator.type + ')':<{width}}{_millions(count_parameters(disc)):>10}")
     q = model.quantizer
-    h, w = model.latent_grid(data.resolution, data.resolution)
     codes = f"{q.codebook_size} codes" + (f" x {q.num_codebooks} codebooks" if q.num_codebooks > 1 else "")
     print(f"image {data.resolution}x{data.resolution}x{data.channels} -> latent grid {h}x{w}x{q.dim} "
           f"(downsampling {model.downsample_factor}), {codes}, {q.bits_per_position:.1f} bits per position")
+    print(f"codes: {codes}, layout: {q.layout.describe()}")
     print(f"indices per image: {tuple(shapes['indices'][1:])}")
     if "discriminator" in shapes:
         maps = shapes["discriminator"]
@@ -105,12 +108,9 @@ def cmd_check(args) -> int:
     if losses:
         print("losses: " + ", ".join(f"{e.name} ({type(e.loss).__name__}, weight {e.weight:g})" for e in losses))
     print(f"data: {data.describe()}")
-    if recipe.prior is not None:
-        prior = build_prior(recipe, model, data.resolution)
-        check_prior_fits(prior, model, model.latent_grid(data.resolution, data.resolution),
-                         recipe.model.quantizer.type)
+    if prior is not None:
         print(f"prior ({recipe.prior.type}): {_millions(count_parameters(prior))} parameters over "
-              f"{tuple(prior.grid_size)} grids of {prior.codebook_size} codes")
+              f"{tuple(prior.grid_size)} grids of {prior.codebook_size} codes ({prior.layout.describe()})")
     for text in missing:
         print(f"warning: {text}")
         print("warning: the recipe is valid, but `vqtk run` stops until that file is in place "
@@ -133,6 +133,13 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _with_layouts(registry, kind: str, name: str) -> str:
+    """``name``, or for a prior ``name (layouts: grid, depth)``: the token layouts it models."""
+    cls = registry.get(kind, name).component_class if kind == "prior" else None
+    layouts = getattr(cls, "layouts", None) if cls is not None else None
+    return f"{name} (layouts: {', '.join(layouts)})" if layouts else name
+
+
 def cmd_plugins(args) -> int:
     registry = default_registry()
     if not registry.plugins:
@@ -145,7 +152,7 @@ def cmd_plugins(args) -> int:
         for kind, name in p.components:
             by_kind.setdefault(kind, []).append(name)
         for kind, names in by_kind.items():
-            print(f"  {kind}: {', '.join(names)}")
+            print(f"  {kind}: {', '.join(_with_layouts(registry, kind, n) for n in names)}")
         if p.converters:
             print(f"  converters: {', '.join(p.converters)}")
     return 0

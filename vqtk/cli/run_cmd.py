@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from vqtk.build import check_recipe_prior
 from vqtk.errors import VqtkError
 from vqtk.io.checkpoint import LAST
 from vqtk.recipe import load_recipe
@@ -60,6 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if stage1:
         trainer = Stage1Trainer(recipe, resolved, out, resume=args.resume and _has_run(out),
                                 progress=not args.no_progress)
+        if stage2:  # a prior that cannot model these codes is refused before stage 1 trains
+            check_recipe_prior(recipe, trainer.model, trainer.data.resolution)
         make_out()
         tokenizer = trainer.run()
     if stage2:

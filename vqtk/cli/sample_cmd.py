@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
 
-from vqtk.build import build_component, build_vqgan
 from vqtk.errors import VqtkError
-from vqtk.interfaces import SamplingOptions
-from vqtk.io.checkpoint import load_checkpoint, load_state_strict
+from vqtk.evaluation.prior_run import balanced_labels, check_sampling_values, load_prior_checkpoint
+from vqtk.interfaces import SCALES, SamplingOptions, TokenLayout
 from vqtk.io.images import save_png, tile
-from vqtk.pretrained import recipe_of
 from vqtk.train.environment import pick_device
 
 
@@ -40,19 +37,8 @@ def add_commands(sub) -> None:
 def cmd_sample(args: argparse.Namespace) -> int:
     _check_arguments(args)
     device = pick_device(args.device or "auto", "--device")
-    ckpt = load_checkpoint(args.checkpoint)
-    if ckpt.metadata.get("stage") != "2":
-        raise VqtkError(f"{ckpt.path}: a stage-1 (tokenizer) checkpoint; sample needs a stage-2 (prior) checkpoint")
-    recipe = recipe_of(ckpt)
-    tokenizer = build_vqgan(recipe)
-    tok_state = ckpt.state_dict("model")
-    if not tok_state:
-        raise VqtkError(f"{ckpt.path}: holds no tokenizer weights")
-    load_state_strict(tokenizer, tok_state, str(ckpt.path))
-    prior = build_component(recipe.prior, "prior")
-    load_state_strict(prior, ckpt.state_dict("prior"), str(ckpt.path))
-    tokenizer.to(device).eval()
-    prior.to(device).eval()
+    run = load_prior_checkpoint(args.checkpoint, device=device)
+    recipe, tokenizer, prior = run.recipe, run.tokenizer, run.prior
 
     grid = None
     if args.size:
@@ -61,6 +47,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if h <= 0 or w <= 0 or h % f or w % f:
             raise VqtkError(f"--size: {h} {w} must be positive multiples of the downsampling factor {f}")
         grid = (h // f, w // f)
+        if prior.layout.kind == SCALES and grid != tuple(prior.grid_size):
+            g = prior.grid_size
+            raise VqtkError(f"--size: this prior models {prior.layout.describe()}, which code "
+                            f"{g[0] * f}x{g[1] * f}-pixel images only")
     labels = None
     if args.label is not None:
         if not prior.num_classes:
@@ -68,8 +58,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if not 0 <= args.label < prior.num_classes:
             raise VqtkError(f"--class: must be in [0, {prior.num_classes}), got {args.label}")
         labels = torch.full((args.n,), args.label, dtype=torch.long, device=device)
-    elif prior.num_classes:
-        labels = torch.arange(args.n, device=device) % prior.num_classes
+    else:
+        labels = balanced_labels(0, args.n, prior.num_classes, device)
     options = SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               cfg_scale=args.cfg, steps=args.steps, use_cache=not args.no_cache)
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
@@ -80,26 +70,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except ValueError as exc:  # an option the prior does not support
         raise VqtkError(f"prior {recipe.prior.type!r}: {exc}") from None
     path = save_png(tile(images), Path(args.out))
-    print(f"{args.n} samples of {images.shape[2]}x{images.shape[3]} px ({idx.shape[1]}x{idx.shape[2]} codes) -> {path}")
+    print(f"{args.n} samples of {images.shape[2]}x{images.shape[3]} px ({_codes(idx, prior.layout)}) -> {path}")
     return 0
 
 
-_SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
+def _codes(indices: torch.Tensor, layout: TokenLayout) -> str:
+    """``8x8 codes``, ``8x8x4 codes`` (depth) or ``680 codes in 10 scales (...)``."""
+    if layout.kind == SCALES:
+        return f"{indices.shape[1]} codes in {layout.describe()}"
+    return "x".join(str(n) for n in indices.shape[1:]) + " codes"
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
     """Refuse option values no prior could use, before any checkpoint is read."""
     if args.n <= 0:
         raise VqtkError(f"--n: must be > 0, got {args.n}")
-    if not (0 < args.temperature < math.inf):
-        raise VqtkError(f"--temperature: must be a finite number > 0, got {args.temperature}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise VqtkError(f"--top-p: must be in (0, 1], got {args.top_p}")
-    if args.top_k is not None and args.top_k <= 0:
-        raise VqtkError(f"--top-k: must be > 0, got {args.top_k}")
-    if not math.isfinite(args.cfg) or args.cfg < 0:
-        raise VqtkError(f"--cfg: must be a finite number >= 0 (1 = no guidance), got {args.cfg}")
-    if args.steps is not None and args.steps <= 0:
-        raise VqtkError(f"--steps: must be > 0, got {args.steps}")
-    if not _SEED_RANGE[0] <= args.seed <= _SEED_RANGE[1]:
-        raise VqtkError(f"--seed: must fit in 64 bits, got {args.seed}")
+    check_sampling_values(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, cfg_scale=args.cfg,
+                          steps=args.steps, seed=args.seed)

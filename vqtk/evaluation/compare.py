@@ -1,4 +1,8 @@
-"""Side-by-side comparison of evaluation reports: ``vqtk eval --compare a.json b.json ...``."""
+"""Side-by-side comparison of evaluation reports: ``vqtk eval --compare a.json b.json ...``.
+
+Tokenizer reports (``vqtk-eval-report-1``) compare with each other, prior reports
+(``vqtk-generation-report-1``) with each other; each kind has its rows.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from vqtk.errors import VqtkError
+from vqtk.evaluation.generation_report import FORMAT as GENERATION_FORMAT
 from vqtk.evaluation.report import FORMAT
 
 #: (metric key in the report, row label, better: "higher" / "lower")
@@ -20,6 +25,16 @@ ROWS: list[tuple[str, str, str]] = [
     ("index_entropy", "index entropy (bits)", "higher"),
 ]
 
+#: rows of a prior's report: (label, where the number is, better)
+GENERATION_ROWS: list[tuple[str, tuple[str, ...], str]] = [
+    ("samples", ("sampling", "samples"), ""),
+    ("gFID", ("metrics", "gfid", "value"), "lower"),
+    ("Inception Score", ("metrics", "inception_score", "value"), "higher"),
+    ("  IS std over splits", ("metrics", "inception_score", "std"), ""),
+    ("samples/s, sampling (prior + decode)", ("timing", "sampling_samples_per_s"), "higher"),
+    ("samples/s, end to end", ("timing", "end_to_end_samples_per_s"), "higher"),
+]
+
 
 def load_report(path: str | Path) -> dict[str, Any]:
     """A report written by ``vqtk eval``; one-line errors for missing or foreign files."""
@@ -30,14 +45,17 @@ def load_report(path: str | Path) -> dict[str, Any]:
         raise VqtkError(f"{path}: no such report file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VqtkError(f"{path}: cannot read as JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in (FORMAT, GENERATION_FORMAT):
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise VqtkError(f"{path}: not a vqtk evaluation report (format {found!r}, expected {FORMAT!r})")
+        raise VqtkError(f"{path}: not a vqtk evaluation report (format {found!r}, expected {FORMAT!r} or "
+                        f"{GENERATION_FORMAT!r})")
     return data
 
 
 def report_rows(report: dict[str, Any]) -> list[tuple[str, Optional[float], str]]:
     """``(label, value or None, better)`` for every metric row, per-codebook rows included."""
+    if report.get("format") == GENERATION_FORMAT:
+        return [(label, _num(_at(report, where)), better) for label, where, better in GENERATION_ROWS]
     metrics = report.get("metrics", {})
     rows: list[tuple[str, Optional[float], str]] = [("images", _num(report.get("data", {}).get("images")), "")]
     for key, label, better in ROWS:
@@ -48,6 +66,16 @@ def report_rows(report: dict[str, Any]) -> list[tuple[str, Optional[float], str]
         if isinstance(per, list) and len(per) > 1:
             rows.extend((f"  codebook {q}", _num(v), better) for q, v in enumerate(per))
     return rows
+
+
+def _at(report: dict[str, Any], where: tuple[str, ...]) -> Any:
+    """The value at ``where`` in a report; ``None`` when absent or in a metric entry that is not available."""
+    value: Any = report
+    for key in where:
+        if not isinstance(value, dict) or (value.get("available") is False):
+            return None
+        value = value.get(key)
+    return value
 
 
 def _num(value: Any) -> Optional[float]:
@@ -110,7 +138,12 @@ def compare_table(reports: Sequence[dict[str, Any]], labels: Sequence[str]) -> s
 def compare_files(paths: Sequence[str | Path]) -> str:
     """Load the reports and return their table, headed by which checkpoint each column is."""
     reports = [load_report(p) for p in paths]
+    kinds = {r["format"] for r in reports}
+    if len(kinds) > 1:
+        raise VqtkError("--compare: tokenizer reports (vqtk eval of a stage-1 run) and prior reports (of a stage-2 "
+                        "run) measure different things; compare reports of one kind")
     labels = _labels(paths)
     head = [f"{label}: {r.get('checkpoint', {}).get('path', '?')} (step {r.get('checkpoint', {}).get('step', '?')}), "
-            f"{r.get('data', {}).get('description', '?')}" for label, r in zip(labels, reports)]
+            f"{(r.get('data') or r.get('sampling') or {}).get('description', '?')}"
+            for label, r in zip(labels, reports)]
     return "\n".join(head) + "\n\n" + compare_table(reports, labels)

@@ -60,6 +60,12 @@ FEATURE_LAYER_TEXT = (
     "torch-fidelity feature '2048': pool3, the 2048-d global average pool after Mixed_7c "
     "(the layer of TensorFlow, pytorch-fid and ADM-evaluator FID)"
 )
+#: the Inception Score's parts (as torch-fidelity, ADM's evaluator and papers: 10) and torch-fidelity's shuffle seed
+IS_SPLITS = 10
+IS_SEED = 2020
+IS_TEXT = ("exp(mean KL(p(y|x) || p(y))) over the samples' softmax of TensorFlow-Inception's 1008 logits without "
+           "bias (torch-fidelity 'logits_unbiased', the original Inception Score code's), computed per split by "
+           "torch-fidelity's isc_features_to_metric; value the mean over splits, std their spread")
 QUANTIZE = "[-1, 1] -> uint8 as clamp(127.5 x + 128, 0, 255) truncated (round((x + 1) * 127.5), halves up)"
 RESIZE = "torch-fidelity's TensorFlow-1.x bilinear resize to 299x299 (align_corners=False), then (x - 128) / 128"
 COMPARABLE = (
@@ -160,6 +166,12 @@ class FidInception(nn.Module):
         (features,) = self.net(to_uint8(images))
         return features.float()
 
+    @torch.no_grad()
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The 1008 class logits without bias of pool3 ``features`` (torch-fidelity's ``"logits_unbiased"``,
+        its ``x.mm(fc.weight.T)``): what the Inception Score is computed from, without a second forward."""
+        return features.float() @ self.net.fc.weight.T.float()
+
 
 def load_fid_inception(explicit: Optional[str] = None) -> FidInception | Unavailable:
     """The FID feature network, or why it is unavailable (torch-fidelity not installed, no weight file).
@@ -174,6 +186,18 @@ def load_fid_inception(explicit: Optional[str] = None) -> FidInception | Unavail
     if path is None:
         return Unavailable(missing_weights_reason())
     return FidInception(path)
+
+
+def inception_score(logits: torch.Tensor, splits: int = IS_SPLITS) -> tuple[float, float]:
+    """Inception Score ``exp(E_x KL(p(y|x) || p(y)))`` of ``(N, 1008)`` unbiased logits: mean and std over
+    ``splits`` equal parts, by torch-fidelity's own ``isc_features_to_metric`` (its shuffle with seed 2020)."""
+    from torch_fidelity.metric_isc import KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD, isc_features_to_metric
+
+    if logits.shape[0] < splits:
+        raise ValueError(f"the Inception Score over {splits} splits needs at least {splits} images, "
+                         f"got {logits.shape[0]}")
+    out = isc_features_to_metric(logits.cpu(), splits=splits, shuffle=True, rng_seed=IS_SEED)
+    return out[KEY_METRIC_ISC_MEAN], out[KEY_METRIC_ISC_STD]
 
 
 class FeatureStatistics:

@@ -22,6 +22,7 @@ import attrs
 import torch
 
 from vqtk.errors import VqtkError
+from vqtk.measure import codes_by_codebook
 
 GRID = "grid"
 DEPTH = "depth"
@@ -66,16 +67,16 @@ class TokenLayout:
             raise ValueError(f"every scale must be at least 1x1, got {self.scales}")
 
     @classmethod
-    def grid(cls) -> "TokenLayout":
+    def grid(cls) -> TokenLayout:
         return cls(GRID)
 
     @classmethod
-    def with_depth(cls, depth: int) -> "TokenLayout":
+    def with_depth(cls, depth: int) -> TokenLayout:
         """``depth`` indices per position (a plain grid when ``depth`` is 1)."""
         return cls(GRID) if depth == 1 else cls(DEPTH, depth=depth)
 
     @classmethod
-    def multiscale(cls, scales: Sequence) -> "TokenLayout":
+    def multiscale(cls, scales: Sequence) -> TokenLayout:
         """Scales coarse to fine, each an int (square) or ``(h, w)``."""
         return cls(SCALES, scales=scales)
 
@@ -111,33 +112,61 @@ class TokenLayout:
             raise VqtkError(f"the latent grid {tuple(grid_size)} is not the last of {self.describe()}: "
                             f"a multi-scale tokenizer only codes images whose latent grid is {self.scales[-1]}")
 
+    def check_indices(self, indices: torch.Tensor) -> None:
+        """Raise a :class:`VqtkError` unless ``indices`` has this layout's shape (any batch and grid)."""
+        if self.kind == SCALES:
+            ok = indices.dim() == 2 and indices.shape[1] == self.tokens(self.scales[-1])
+            want = f"(B, {self.tokens(self.scales[-1])})"
+        elif self.kind == DEPTH:
+            ok, want = indices.dim() == 4 and indices.shape[-1] == self.depth, f"(B, h, w, {self.depth})"
+        else:
+            ok, want = indices.dim() == 3, "(B, h, w)"
+        if not ok:
+            raise VqtkError(f"indices of shape {tuple(indices.shape)} do not hold {self.describe()} "
+                            f"(expected {want})")
+
     def split(self, indices: torch.Tensor) -> list[torch.Tensor]:
         """The index tensor as a list: one ``(B, h_k, w_k)`` grid per scale (``scales``), one
         ``(B, h, w)`` grid per depth level (``depth``), or ``[indices]`` (``grid``)."""
+        self.check_indices(indices)
         if self.kind == GRID:
             return [indices]
         if self.kind == DEPTH:
             return list(indices.unbind(-1))
         sizes = [h * w for h, w in self.scales]
-        if indices.dim() != 2 or indices.shape[1] != sum(sizes):
-            raise VqtkError(f"indices of shape {tuple(indices.shape)} do not hold {self.describe()} "
-                            f"(expected (B, {sum(sizes)}))")
         return [part.reshape(-1, h, w) for part, (h, w) in zip(indices.split(sizes, dim=1), self.scales)]
 
     def join(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         """Inverse of :meth:`split`."""
+        parts = list(parts)
+        want = {GRID: 1, DEPTH: self.depth, SCALES: len(self.scales)}[self.kind]
+        if len(parts) != want:
+            raise VqtkError(f"{len(parts)} index grids do not make {self.describe()} (expected {want})")
         if self.kind == GRID:
-            (only,) = parts
-            return only
+            return parts[0]
         if self.kind == DEPTH:
-            return torch.stack(list(parts), dim=-1)
+            return torch.stack(parts, dim=-1)
+        shapes = [tuple(p.shape[1:]) for p in parts]
+        if shapes != list(self.scales):
+            raise VqtkError(f"index grids of sizes {shapes} do not make {self.describe()}")
         return torch.cat([p.flatten(1) for p in parts], dim=1)
 
     def per_codebook(self, indices: torch.Tensor) -> torch.Tensor:
-        """Indices as ``(Q, N)``: one row per codebook (``depth``), else one row of all indices."""
-        if self.kind == DEPTH:
-            return indices.reshape(-1, self.depth).T
-        return indices.reshape(1, -1)
+        """Indices as ``(Q, N)`` int64: one row per codebook (``depth``), else one row of all indices.
+
+        The transpose of :func:`vqtk.measure.codes_by_codebook` (which code statistics use);
+        raises ``ValueError`` for indices of another layout's shape.
+        """
+        return codes_by_codebook(indices, self.depth).T
+
+    def to_metadata(self) -> dict:
+        """``{"kind": ..., "depth": Q, "scales": [[h, w], ...]}``: plain values for checkpoint metadata."""
+        return {"kind": self.kind, "depth": self.depth, "scales": [list(s) for s in self.scales]}
+
+    @classmethod
+    def from_metadata(cls, data: dict) -> TokenLayout:
+        """Inverse of :meth:`to_metadata`."""
+        return cls(data["kind"], depth=int(data.get("depth", 1)), scales=data.get("scales", ()))
 
 
 def check_layout_supported(layout: TokenLayout, supported: Sequence[str], prior_name: str,

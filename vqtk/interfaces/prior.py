@@ -1,4 +1,4 @@
-"""Prior: a generative model over code-index grids (stage 2)."""
+"""Prior: a generative model over a tokenizer's code indices (stage 2), in one or more token layouts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import attrs
 import torch
 from torch import nn
 
-from vqtk.interfaces.layout import GRID
+from vqtk.interfaces.layout import GRID, TokenLayout
 
 
 @attrs.define(eq=False)
@@ -41,13 +41,20 @@ class Prior(nn.Module, abc.ABC):
         codebook_size: index range it models.
         grid_size: ``(h, w)`` grid it was trained on.
         num_classes: number of class labels for conditional priors, else 0.
+        num_codebooks: indices per position of a ``depth`` layout it was built for, else 1.
+        scales: the ``((h, w), ...)`` of a ``scales`` layout it was built for, else empty.
     """
 
     codebook_size: int
     grid_size: tuple[int, int]
     num_classes: int = 0
+    num_codebooks: int = 1
+    scales: tuple[tuple[int, int], ...] = ()
     #: the token layout kinds it models ("grid", "depth", "scales"); the assembler refuses a
     #: tokenizer whose quantizer lays out its codes otherwise
+    #: whether :meth:`sample` takes a ``grid_size`` larger than :attr:`grid_size` (e.g. by a
+    #: sliding window); the assembler refuses ``prior_train.large_grid`` for a prior without it
+    samples_larger_grids: ClassVar[bool] = False
     layouts: ClassVar[tuple[str, ...]] = (GRID,)
     #: arguments the assembler takes from the tokenizer the prior models, so a recipe
     #: need not repeat them (repeating them is allowed when the values agree); ``scales``
@@ -55,6 +62,25 @@ class Prior(nn.Module, abc.ABC):
     provided_arguments: ClassVar[tuple[str, ...]] = ("codebook_size", "num_codebooks", "grid_size", "scales")
     #: arguments every component of this kind takes (none)
     required_arguments: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def layout(self) -> TokenLayout:
+        """The layout of the indices this instance models (its :meth:`loss` input, its samples).
+
+        Follows :attr:`scales` and :attr:`num_codebooks`, as :attr:`Quantizer.layout` does.
+        """
+        if self.scales:
+            return TokenLayout.multiscale(self.scales)
+        return TokenLayout.with_depth(self.num_codebooks)
+
+    def blocks(self) -> list[nn.Module]:
+        """The submodules that training may shard (FSDP) and checkpoint activations of, one unit each.
+
+        Typically each transformer block, in order; each must be called through its ``forward``
+        during :meth:`loss`, and its output must not be changed in place (add residuals out of
+        place). The default, none, leaves the whole prior one unit.
+        """
+        return []
 
     @abc.abstractmethod
     def loss(self, indices: torch.Tensor, labels: Optional[torch.Tensor] = None) -> PriorOutput:
@@ -70,4 +96,5 @@ class Prior(nn.Module, abc.ABC):
         options: SamplingOptions = SamplingOptions(),
         generator: Optional[torch.Generator] = None,
     ) -> torch.Tensor:
-        """Sample index grids ``(batch_size, h, w)``; ``grid_size`` defaults to :attr:`grid_size`."""
+        """Sample indices of :attr:`layout` (``(batch_size, h, w)`` for a grid); ``grid_size``
+        defaults to :attr:`grid_size` (a ``scales`` prior samples only that)."""

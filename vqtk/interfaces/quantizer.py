@@ -22,8 +22,9 @@ class QuantizerOutput:
     Attributes:
         quantized: ``(B, dim, h, w)`` quantized latents, with straight-through
             gradients to the input.
-        indices: ``(B, h, w)`` code indices (``int64``), or ``(B, h, w, Q)`` for
-            quantizers with ``Q`` codebooks per position (residual VQ, grouped codes).
+        indices: code indices (``int64``) in the quantizer's :attr:`Quantizer.layout`:
+            ``(B, h, w)``, ``(B, h, w, Q)`` for quantizers with ``Q`` codebooks per position
+            (residual VQ, grouped codes), or ``(B, L)`` for a multi-scale quantizer.
         loss: scalar auxiliary loss to add to the generator objective (codebook
             + commitment terms, entropy penalties); zero when the method has none.
         metrics: scalar tensors for logging; always holds ``perplexity`` and
@@ -40,7 +41,7 @@ class QuantizerOutput:
 def codebook_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:
     """Perplexity and usage of a batch of indices, as :meth:`Quantizer.forward` records them.
 
-    ``indices`` is ``(B, h, w, Q)`` for ``Q`` codebooks or ``(B, h, w)`` for one.
+    ``indices`` is ``(B, h, w, Q)`` for ``Q`` codebooks, ``(B, h, w)`` or ``(B, L)`` for one.
     ``perplexity`` is ``2 ** entropy`` (bits) of the batch's code histogram and
     ``usage`` the fraction of the ``codebook_size`` codes used at least once,
     each averaged over codebooks (float32 scalars). Computed with
@@ -85,7 +86,7 @@ class Quantizer(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """Turn indices ``(B, h, w)`` or ``(B, h, w, Q)`` back into latents ``(B, dim, h, w)``."""
+        """Turn indices of :attr:`layout` back into latents ``(B, dim, h, w)``."""
 
     @property
     def layout(self) -> TokenLayout:
@@ -99,7 +100,10 @@ class Quantizer(nn.Module, abc.ABC):
 
     @property
     def index_shape_suffix(self) -> tuple[int, ...]:
-        """Trailing index dimensions per position: ``()`` or ``(Q,)``."""
+        """Trailing index dimensions per position of a grid or depth layout: ``()`` or ``(Q,)``.
+
+        Meaningless for a ``scales`` layout: :meth:`TokenLayout.index_shape` covers every layout.
+        """
         return () if self.num_codebooks == 1 else (self.num_codebooks,)
 
     @property

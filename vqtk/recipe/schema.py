@@ -28,6 +28,11 @@ def _distinct(_inst: Any, _attr: Any, value: tuple) -> None:
         raise ValueError("names " + ", ".join(f'"{v}"' for v in repeated) + " more than once")
 
 
+def _odd(_inst: Any, _attr: Any, value: int) -> None:
+    if value % 2 == 0:
+        raise ValueError(f"must be odd (the latent grid keeps its size), got {value}")
+
+
 @attrs.define(kw_only=True)
 class ComponentRef:
     """A component table after validation: its registered name and structured config."""
@@ -77,6 +82,9 @@ class ModelSection:
     quantizer: QuantizerRef
     decoder: DecoderRef
     discriminator: Optional[DiscriminatorRef] = None
+    #: kernel of the convolutions between encoder, quantizer and decoder (quant_conv,
+    #: post_quant_conv): 1 as in taming and LlamaGen, 3 as in VAR's VQVAE (odd sizes)
+    quant_conv_kernel: int = attrs.field(default=1, validator=[positive, _odd])
 
 
 @attrs.define(kw_only=True)
@@ -169,6 +177,17 @@ class PriorTrainSection:
     temperature: float = attrs.field(default=1.0, validator=positive)
     top_k: Optional[int] = attrs.field(default=None, validator=positive)
     top_p: Optional[float] = attrs.field(default=None, validator=positive)
+    #: classifier-free guidance scale of the sample grids (1 = off; needs a prior trained with label dropout)
+    cfg_scale: float = attrs.field(default=1.0, validator=non_negative)
+    #: how the prior is spread over torchrun's processes: "ddp" (a whole copy on each) or
+    #: "fsdp" (PyTorch's FSDP2: parameters, gradients and optimizer state sharded; one process
+    #: trains the prior whole); checkpoints are the same single file either way
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    #: "bf16" autocasts the prior (under fsdp: parameters gathered in bf16, gradients reduced in fp32)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    #: recompute each transformer block's activations in the backward pass (less memory, about
+    #: a third more compute); the blocks are those the prior declares (``Prior.blocks()``)
+    activation_checkpointing: bool = False
     optimizer: OptimizerSection = attrs.Factory(_prior_optimizer)
 
 

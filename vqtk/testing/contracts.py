@@ -15,6 +15,7 @@ import torch
 
 from vqtk.build import build_component
 from vqtk.interfaces import (
+    SCALES,
     Decoder,
     Discriminator,
     Encoder,
@@ -76,21 +77,24 @@ def check_encoder(encoder: Encoder, *, resolution: int = 16, batch: int = 2) -> 
     return z
 
 
-def check_quantizer(quantizer: Quantizer, *, grid: tuple[int, int] = (4, 4), batch: int = 2,
+def check_quantizer(quantizer: Quantizer, *, grid: Optional[tuple[int, int]] = None, batch: int = 2,
                     lookup_matches: bool = True, seed: int = 0) -> QuantizerOutput:
-    """The :class:`QuantizerOutput` contract: shapes, integer in-range indices, scalar loss,
+    """The :class:`QuantizerOutput` contract: shapes (indices in the quantizer's
+    :attr:`~vqtk.interfaces.Quantizer.layout`), integer in-range indices, scalar loss,
     statistics, straight-through gradients to the latents, and ``lookup(indices)`` returning
-    the quantized latents in eval mode (``lookup_matches``)."""
+    the quantized latents in eval mode (``lookup_matches``). ``grid`` defaults to 4x4, or to
+    the last scale of a multi-scale layout."""
     assert isinstance(quantizer, Quantizer), f"{type(quantizer).__name__} is not a vqtk.interfaces.Quantizer"
     generator = torch.Generator().manual_seed(seed)
-    h, w = grid
+    layout = quantizer.layout
+    h, w = grid or (layout.scales[-1] if layout.kind == SCALES else (4, 4))
     z = torch.randn(batch, quantizer.dim, h, w, generator=generator, requires_grad=True)
     quantizer.train()
     out = quantizer(z)
     assert isinstance(out, QuantizerOutput), f"quantizer: returned a {type(out).__name__}, not a QuantizerOutput"
     assert tuple(out.quantized.shape) == tuple(z.shape), \
         f"quantizer: quantized has shape {tuple(out.quantized.shape)}, expected {tuple(z.shape)}"
-    want = (batch, h, w, *quantizer.index_shape_suffix)
+    want = layout.index_shape(batch, (h, w))
     assert tuple(out.indices.shape) == want, f"quantizer: indices have shape {tuple(out.indices.shape)}, expected {want}"
     assert not out.indices.is_floating_point(), f"quantizer: indices have dtype {out.indices.dtype}, expected integers"
     assert int(out.indices.min()) >= 0 and int(out.indices.max()) < quantizer.codebook_size, \
@@ -196,11 +200,12 @@ def check_loss(loss: Loss, *, discriminator: Optional[Discriminator] = None, res
 
 
 def check_prior(prior: Prior, *, batch: int = 2, seed: int = 0) -> torch.Tensor:
-    """A finite training loss with gradients to every used parameter, and samples of the right shape and range."""
+    """A finite training loss with gradients to every used parameter, and samples of the right shape
+    (:attr:`~vqtk.interfaces.Prior.layout`'s index shape at the training grid) and range."""
     assert isinstance(prior, Prior), f"{type(prior).__name__} is not a vqtk.interfaces.Prior"
     generator = torch.Generator().manual_seed(seed)
-    h, w = prior.grid_size
-    indices = torch.randint(0, prior.codebook_size, (batch, h, w), generator=generator)
+    want = prior.layout.index_shape(batch, prior.grid_size)
+    indices = torch.randint(0, prior.codebook_size, want, generator=generator)
     labels = torch.randint(0, prior.num_classes, (batch,), generator=generator) if prior.num_classes else None
     prior.train()
     out = prior.loss(indices, labels)
@@ -211,7 +216,7 @@ def check_prior(prior: Prior, *, batch: int = 2, seed: int = 0) -> torch.Tensor:
     prior.eval()
     with torch.no_grad():
         sample = prior.sample(batch, labels=labels, generator=torch.Generator().manual_seed(seed))
-    assert tuple(sample.shape[:3]) == (batch, h, w), f"prior: sampled shape {tuple(sample.shape)}, expected {(batch, h, w)}"
+    assert tuple(sample.shape) == want, f"prior: sampled shape {tuple(sample.shape)}, expected {want}"
     assert int(sample.min()) >= 0 and int(sample.max()) < prior.codebook_size, "prior: sampled codes out of range"
     prior.train()
     return sample

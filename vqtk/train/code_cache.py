@@ -2,7 +2,10 @@
 
 The cache file is keyed by the tokenizer checkpoint's bytes and the data
 settings, and lives beside the tokenizer's run (``<run>/codes/<key>.safetensors``),
-so any stage-2 run on the same tokenizer and data reuses it.
+so any stage-2 run on the same tokenizer and data reuses it. It holds whatever
+``encode_to_indices`` returns, in the quantizer's token layout (``(N, h, w)``,
+``(N, h, w, Q)`` or multi-scale ``(N, L)``), checked against that layout when
+written (shape) and when read (layout).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Optional
 import torch
 from safetensors.torch import load_file, save_file
 
+from vqtk.errors import VqtkError
 from vqtk.measure import split_batch
 from vqtk.model import VQGAN
 from vqtk.train.data_stream import _SeededItems
@@ -41,7 +45,8 @@ def cache_key(tokenizer_digest: str, data_toml: str, passes: int, seed: int) -> 
 @torch.no_grad()
 def encode_dataset(model: VQGAN, dataset, *, batch_size: int, passes: int, seed: int,
                    device: torch.device, show_progress: bool = True):
-    """Indices ``(N, h, w[, Q])`` (int64) and labels ``(N,)`` or ``None`` for ``passes`` sweeps."""
+    """Indices in the quantizer's layout (int64; ``(N, h, w[, Q])`` or ``(N, L)``) and labels ``(N,)`` or
+    ``None`` for ``passes`` sweeps."""
     items = _SeededItems(dataset, seed)
     n = len(dataset)
     codes, labels = [], []
@@ -54,7 +59,12 @@ def encode_dataset(model: VQGAN, dataset, *, batch_size: int, passes: int, seed:
             if pairs[0][1] is not None:
                 labels.extend(int(label) for _, label in pairs)
             x = torch.stack([image for image, _ in pairs]).to(device)
-            codes.append(model.encode_to_indices(x).cpu())
+            idx = model.encode_to_indices(x)
+            want = _index_shape(model, x.shape[0], x.shape[-2:])
+            if tuple(idx.shape) != want:
+                raise VqtkError(f"model.quantizer: encode_to_indices returned shape {tuple(idx.shape)} for "
+                                f"{model.quantizer.layout.describe()}, expected {want}")
+            codes.append(idx.cpu())
             done += len(pairs)
             if show_progress and (start // batch_size) % 20 == 0:
                 log.info("encoding training set: %d/%d images", done, total)
@@ -67,7 +77,8 @@ def load_or_encode(model: VQGAN, dataset, *, cache_dir: Path, key: str, batch_si
     if path.is_file():
         try:
             data = load_file(str(path))
-            log.info("code cache: reusing %s (%d grids)", path, data["codes"].shape[0])
+            model.quantizer.layout.check_indices(data["codes"])
+            log.info("code cache: reusing %s (%d images)", path, data["codes"].shape[0])
             return data["codes"], data.get("labels")
         except Exception as exc:  # a broken cache is rebuilt, never trusted
             log.warning("code cache %s unreadable (%s); encoding again", path, exc)
@@ -79,5 +90,10 @@ def load_or_encode(model: VQGAN, dataset, *, cache_dir: Path, key: str, batch_si
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp))
     os.replace(tmp, path)
-    log.info("code cache: wrote %s (%d grids of %s)", path, codes.shape[0], tuple(codes.shape[1:]))
+    log.info("code cache: wrote %s (%d images of %s indices)", path, codes.shape[0], tuple(codes.shape[1:]))
     return codes, labels
+
+
+def _index_shape(model: VQGAN, batch: int, size) -> tuple[int, ...]:
+    """The index shape of ``batch`` images of ``size = (H, W)`` pixels in the tokenizer's layout."""
+    return model.quantizer.layout.index_shape(batch, model.latent_grid(int(size[0]), int(size[1])))

@@ -67,7 +67,8 @@ class CodebookHealth:
 
     Args:
         codebook_size: codes per codebook.
-        num_codebooks: codebooks per position (indices ``(B, h, w, Q)`` when > 1).
+        num_codebooks: codebooks per position (indices ``(B, h, w, Q)`` when > 1; ``(B, h, w)``
+            or a multi-scale ``(B, L)`` when 1: any token layout, see :mod:`vqtk.interfaces.layout`).
         window: the rolling window, in training steps.
         min_usage: warn (once each time usage falls below it) and raise the
             ``codebook/low_usage`` flag when the windowed usage of any codebook
@@ -126,7 +127,7 @@ class CodebookHealth:
     # -- feeding -----------------------------------------------------------------
 
     def observe(self, indices: torch.Tensor, *, step: int, latents: Optional[torch.Tensor] = None) -> None:
-        """Record one batch: indices ``(B, h, w)`` or ``(B, h, w, Q)`` used at ``step``.
+        """Record one batch: indices ``(B, h, w)``, ``(B, h, w, Q)`` or ``(B, L)`` used at ``step``.
 
         ``latents`` (``(B, dim, h, w)``, the quantizer's input) feed the restart
         reservoir. Several calls with the same step (gradient accumulation) are

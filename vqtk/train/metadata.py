@@ -1,11 +1,13 @@
-"""What a checkpoint records about the run that wrote it: recipe, versions, and who provided each component."""
+"""What a checkpoint records about the run that wrote it: recipe, versions, who provided each component, token layout."""
 
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import torch
 
+from vqtk.interfaces import TokenLayout
 from vqtk.recipe import dump_toml
 from vqtk.recipe.schema import ComponentRef, Recipe
 from vqtk.registry import Registry
@@ -43,3 +45,15 @@ def run_metadata(recipe: Recipe, resolved: dict, registry: Registry, *, stage: s
     versions = {"vqtk": __version__, "torch": torch.__version__, "plugins": plugins}
     return {"recipe": dump_toml(resolved), "versions": json.dumps(versions), "stage": stage,
             "components": json.dumps(component_provenance(recipe, registry))}
+
+
+def layout_metadata(layout: TokenLayout) -> dict[str, str]:
+    """``{"layout": '{"kind": ..., "depth": ..., "scales": ...}'}``: the tokenizer's token layout, for a reader of
+    the checkpoint that builds nothing (:func:`read_layout` reads it back)."""
+    return {"layout": json.dumps(layout.to_metadata())}
+
+
+def read_layout(metadata: dict[str, str]) -> Optional[TokenLayout]:
+    """The token layout a checkpoint's metadata records, or ``None`` (checkpoints written before layouts)."""
+    text = metadata.get("layout")
+    return TokenLayout.from_metadata(json.loads(text)) if text else None

@@ -18,10 +18,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from vqtk.io.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from vqtk.recipe.schema import Recipe
+from vqtk.recipe.schema import OptimizerSection, Recipe
 from vqtk.registry import Registry, default_registry
 from vqtk.train import distributed
 from vqtk.train.environment import pick_device, seed_everything
+from vqtk.train.fsdp import Replicated, Sharded, checkpoint_blocks
 from vqtk.train.loggers import Loggers, TrackedMetrics, build_loggers, check_loggers
 from vqtk.train.loop import StopFlag, Throughput, checkpoint_and_interrupt, due
 from vqtk.train.metadata import run_metadata
@@ -57,6 +58,8 @@ class Run:
         self.dist = distributed.current(requested.type)
         self.device = self.dist.device(requested)
         seed_everything(seed)
+        #: the strategy of :meth:`parallel`, whose state a Ctrl-C checkpoint gathers first
+        self.parallel_module: Optional[Replicated] = None
 
     @property
     def main(self) -> bool:
@@ -91,6 +94,32 @@ class Run:
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused_parameters)
+
+    def parallel(self, module: torch.nn.Module, inner: torch.nn.Module, *, strategy: str, precision: str,
+                 checkpointing: bool, optimizer: OptimizerSection) -> Replicated:
+        """``module`` trained over the processes by ``strategy``, with its optimizer over ``inner``'s parameters.
+
+        "ddp": whole on each process (DDP when there are several); "fsdp": sharded by FSDP2,
+        each of ``inner.blocks()`` a unit of its own. ``checkpointing`` recomputes the
+        activations of those blocks in the backward pass (either strategy). A single process
+        has nothing to shard: "fsdp" then trains the module whole, which gives the same
+        checkpoints. ``module`` may be on the CPU: it ends up on :attr:`device` (sharded, under
+        FSDP, so that it need not fit one device). See :mod:`vqtk.train.fsdp`.
+        """
+        blocks = list(inner.blocks()) if hasattr(inner, "blocks") else []
+        if strategy == "fsdp" and self.dist.enabled:
+            self.parallel_module = Sharded(module, inner, blocks=blocks, precision=precision,
+                                           checkpointing=checkpointing, optimizer=optimizer, main=self.main,
+                                           device=self.device)
+        else:
+            if strategy == "fsdp":
+                log.info("fsdp: one process, nothing to shard; training the module whole")
+            module.to(self.device)
+            if checkpointing:  # applied before DDP wraps the module
+                checkpoint_blocks(blocks)
+            self.parallel_module = Replicated(self.ddp(module, find_unused_parameters=True), inner,
+                                              precision=precision, optimizer=optimizer)
+        return self.parallel_module
 
     def session(self, *, total: int, start: int, label: str, metrics: MetricsLog) -> "Session":
         return Session(self, total=total, start=start, label=label, metrics=metrics)
@@ -159,4 +188,6 @@ class Session:
     def stop_if_asked(self, step: int, save: Callable[[], Path]) -> None:
         """After a Ctrl-C on any process: save (main process) and leave the loop as an interrupt."""
         if self._stop.agreed(self.run.dist):
+            if self.run.parallel_module is not None:
+                self.run.parallel_module.gather()  # FSDP: every process takes part before the main one saves
             checkpoint_and_interrupt(save, step, self.run.main)

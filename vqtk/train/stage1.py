@@ -35,6 +35,7 @@ from vqtk.registry import Registry
 from vqtk.train.codebook_health import CodebookHealth
 from vqtk.train.data_stream import BatchStream, StreamState
 from vqtk.train.environment import rng_state, set_rng_state
+from vqtk.train.metadata import layout_metadata
 from vqtk.train.run import Run
 from vqtk.train.schedule import learning_rate
 from vqtk.train.stage1_eval import HeldOut
@@ -136,7 +137,8 @@ class Stage1Trainer:
         return state
 
     def save(self) -> Path:
-        return self.run_env.save(self.step, {**self._modules(), **self._loss_states()}, self._train_state())
+        return self.run_env.save(self.step, {**self._modules(), **self._loss_states()}, self._train_state(),
+                                 **layout_metadata(self.model.quantizer.layout))
 
     def _restore(self) -> None:
         ckpt = load_checkpoint(self.resume_path, with_train_state=True)

@@ -21,6 +21,7 @@ from vqtk.build import (
     check_prior_fits,
     prior_facts,
     provided_values,
+    recipe_sampling_options,
 )
 from vqtk.errors import VqtkError
 from vqtk.interfaces import Prior, SamplingOptions, step_aware_parts
@@ -34,7 +35,7 @@ from vqtk.recipe.schema import Recipe
 from vqtk.registry import Registry
 from vqtk.train.code_cache import cache_dir_for, cache_key, load_or_encode
 from vqtk.train.environment import rng_state, set_rng_state
-from vqtk.train.loop import make_optimizer
+from vqtk.train.metadata import layout_metadata
 from vqtk.train.run import Run
 from vqtk.train.schedule import learning_rate
 
@@ -83,29 +84,34 @@ class Stage2Trainer:
         # the stored recipe names what the tokenizer provided, so sampling needs no data source
         facts = provided_values(recipe.prior, "prior", prior_facts(recipe, self.tokenizer, self.data.resolution))
         self.resolved = self.run_env.resolved = {**resolved, "prior": {**resolved["prior"], **facts}}
-        check_prior_fits(self.prior, self.tokenizer, self.grid, tok_recipe.model.quantizer.type)
+        check_prior_fits(self.prior, self.tokenizer, self.grid, tok_recipe.model.quantizer.type,
+                         prior_type=recipe.prior.type, large_grid=self.cfg.large_grid)
         if self.prior.num_classes and not self.data.num_classes:
             raise VqtkError(f"prior.num_classes: {self.prior.num_classes} classes, but the data has no labels")
-        self.prior.to(self.device)
-        self.opt = make_optimizer(self.prior.parameters(), self.cfg.optimizer)
-        self.loss_model = self.run_env.ddp(_PriorLoss(self.prior), find_unused_parameters=True)
+        # "ddp" or "fsdp" (vqtk.train.fsdp) puts the prior on the device: the loss to call, the
+        # optimizer, what checkpoints hold
+        self.loss_model = self.run_env.parallel(
+            _PriorLoss(self.prior), self.prior, strategy=self.cfg.strategy, precision=self.cfg.precision,
+            checkpointing=self.cfg.activation_checkpointing, optimizer=self.cfg.optimizer)
+        self.opt = self.loss_model.optimizer
         self.step_parts = step_aware_parts(self.prior)
         self.step, self.epoch, self.position = 0, 0, 0
         self.resume = resume
 
     def _tensors(self) -> dict[str, torch.nn.Module]:
-        return {"prior": self.prior, "model": self.tokenizer}
+        return {"prior": self.loss_model.model_state(), "model": self.tokenizer}
 
     def save(self) -> Path:
-        state = {"step": self.step, "opt": self.opt.state_dict(), "rng": rng_state(),
+        state = {"step": self.step, "opt": self.loss_model.optimizer_state(), "rng": rng_state(),
                  "stream": {"epoch": self.epoch, "position": self.position}}
-        return self.run_env.save(self.step, self._tensors(), state, tokenizer=str(self.tokenizer_folder))
+        return self.run_env.save(self.step, self._tensors(), state, tokenizer=str(self.tokenizer_folder),
+                                 **layout_metadata(self.tokenizer.quantizer.layout))
 
     def _restore(self) -> None:
         ckpt = self.run_env.latest(with_train_state=True)
-        load_state_strict(self.prior, ckpt.state_dict("prior"), str(ckpt.path))
+        self.loss_model.load_model(ckpt.state_dict("prior"), str(ckpt.path))
         st = ckpt.train_state
-        self.opt.load_state_dict(st["opt"])
+        self.loss_model.load_optimizer(st["opt"])
         self.step = int(st["step"])
         self.epoch, self.position = int(st["stream"]["epoch"]), int(st["stream"]["position"])
         set_rng_state(st["rng"])
@@ -137,7 +143,7 @@ class Stage2Trainer:
             self.epoch, self.position = self.epoch + 1, 0
 
     def options(self) -> SamplingOptions:
-        return SamplingOptions(temperature=self.cfg.temperature, top_k=self.cfg.top_k, top_p=self.cfg.top_p)
+        return recipe_sampling_options(self.recipe)
 
     @torch.no_grad()
     def write_samples(self, tag: str, grid: Optional[tuple[int, int]] = None) -> Path:
@@ -147,8 +153,8 @@ class Stage2Trainer:
             labels = None
             if self.prior.num_classes:
                 labels = torch.arange(self.cfg.num_samples, device=self.device) % self.prior.num_classes
-            idx = self.prior.sample(self.cfg.num_samples, grid_size=grid, labels=labels, options=self.options(),
-                                    generator=g)
+            idx = self.loss_model.plain().sample(self.cfg.num_samples, grid_size=grid, labels=labels,
+                                                 options=self.options(), generator=g)
             images = self.tokenizer.decode_indices(idx.to(self.device)).float()
         self.prior.train()
         path = save_png(tile(images.cpu()), self.out / "samples" / f"{tag}.png")
@@ -184,6 +190,8 @@ class Stage2Trainer:
                 loop.count(idx.numel() * math.prod(codes.shape[1:]))
                 if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
                     self._log(loop, loss, parts, lr)
+                if loop.due(self.step, self.cfg.sample_every) or loop.due(self.step, self.cfg.checkpoint_every):
+                    self.loss_model.gather()  # fsdp: every process gathers the weights for the main one
                 if loop.due(self.step, self.cfg.sample_every) and main:
                     self.write_samples(f"step_{self.step:06d}")
                 if loop.due(self.step, self.cfg.checkpoint_every) and main:
@@ -217,6 +225,7 @@ class Stage2Trainer:
                                         "tok/s": f"{record['tokens_per_s']:.0f}"})
 
     def _finish(self) -> Path:
+        self.loss_model.gather()
         if self.run_env.main:
             path = self.save()
             grid_png = self.write_samples("final")

@@ -151,6 +151,9 @@ def _loss_spec(recipe: Recipe) -> LossSpec:
     if objective not in ("hinge", "vanilla"):
         log.warning("gan objective %r has no taming counterpart; the exported config says hinge", objective)
         objective = "hinge"
+    if gan is not None and (gan.config.disc_warmup_steps or gan.config.ramp_steps):
+        log.warning("gan disc_warmup_steps / ramp_steps have no taming counterpart; the exported config "
+                    "starts the discriminator and the generator's term together at disc_start")
     return LossSpec(
         disc_start=gan.config.start_step if gan is not None else 0,
         disc_weight=gan.weight if gan is not None else 0.0,

@@ -42,6 +42,8 @@ _DISC = "loss.discriminator."
 _PERCEPTUAL = "loss.perceptual_loss."
 #: names only a taming VQModel (or a Net2NetTransformer holding one) has in its pickle
 _MARKERS = (b"encoder.down.0.block.0.", b"first_stage_model.")
+#: VAR's VQVAE shares taming's encoder names; its multi-scale quantizer's Phi convs tell it apart
+_NOT_TAMING = (b"quantize.quant_resi.",)
 #: how much of a pickle to search for them: names come before tensor data
 _SNIFF_BYTES = 16 << 20
 
@@ -51,7 +53,7 @@ def looks_like_taming(path: Path) -> bool:
     if path.suffix.lower() not in TAMING_SUFFIXES:
         return False
     head = pickle_head(path, _SNIFF_BYTES)
-    return any(marker in head for marker in _MARKERS)
+    return any(marker in head for marker in _MARKERS) and not any(marker in head for marker in _NOT_TAMING)
 
 
 @attrs.define

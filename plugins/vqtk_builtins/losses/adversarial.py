@@ -133,6 +133,12 @@ class GANLoss(Loss):
     discriminator term is the chosen objective plus ``r1_gamma / 2`` times the
     R1 penalty.
 
+    ``disc_warmup_steps`` starts the discriminator's own training that many
+    steps before ``start_step``, so the generator's first adversarial gradients
+    come from a critic that has learnt something rather than from a random
+    one; ``ramp_steps`` raises the generator's factor linearly from 0 to 1 over
+    that many steps from ``start_step``. Both default to 0 (taming's switch).
+
     The logits come from :meth:`LossInputs.discriminator_logits`, shared with
     every other loss of the phase (the discriminator runs once per phase). A
     multi-scale discriminator returns one logit map per scale: the objective
@@ -145,6 +151,10 @@ class GANLoss(Loss):
         objective: hinge and vanilla train the generator on -mean(D(fake)) (taming);
             non_saturating on softplus(-D(fake))
         start_step: both terms are zero before this step (taming's disc_start)
+        disc_warmup_steps: the discriminator term starts this many steps before start_step
+            (the generator's term still starts at start_step)
+        ramp_steps: the generator's term rises linearly to full weight over this many steps
+            from start_step (0: all at once)
         adaptive: scale the generator term by ||grad nll|| / ||grad g_loss|| at the decoder's last layer
         max_adaptive_weight: upper clamp of the adaptive weight
         r1_gamma: R1 gradient penalty weight on real images (0 disables); the term is
@@ -161,6 +171,8 @@ class GANLoss(Loss):
         *,
         objective: Objective = "hinge",
         start_step: Annotated[int, non_negative] = 0,
+        disc_warmup_steps: Annotated[int, non_negative] = 0,
+        ramp_steps: Annotated[int, non_negative] = 0,
         adaptive: bool = True,
         max_adaptive_weight: Annotated[float, positive] = 1e4,
         r1_gamma: Annotated[float, non_negative] = 0.0,
@@ -169,6 +181,8 @@ class GANLoss(Loss):
         super().__init__()
         self.objective = objective
         self.start_step = start_step
+        self.disc_warmup_steps = disc_warmup_steps
+        self.ramp_steps = ramp_steps
         self.adaptive = adaptive
         self.max_adaptive_weight = max_adaptive_weight
         self.r1_gamma = r1_gamma
@@ -178,8 +192,16 @@ class GANLoss(Loss):
         self._reported: set[str] = set()
 
     def factor(self, step: int) -> float:
-        """0 before ``start_step``, else 1."""
-        return 1.0 if step >= self.start_step else 0.0
+        """The generator term's factor: 0 before ``start_step``, then a linear ramp to 1 over ``ramp_steps``."""
+        if step < self.start_step:
+            return 0.0
+        if self.ramp_steps == 0:
+            return 1.0
+        return min(1.0, (step - self.start_step + 1) / self.ramp_steps)
+
+    def disc_factor(self, step: int) -> float:
+        """The discriminator term's factor: 1 from ``disc_warmup_steps`` before ``start_step`` on, else 0."""
+        return 1.0 if step >= self.start_step - self.disc_warmup_steps else 0.0
 
     def _report_once(self, reason: str, level: int = logging.WARNING) -> None:
         if reason not in self._reported:
@@ -240,7 +262,7 @@ class GANLoss(Loss):
         :class:`LossInputs` scores the detached reconstruction, so this term
         never reaches the generator.
         """
-        factor = self.factor(inputs.step)
+        factor = self.disc_factor(inputs.step)
         if factor == 0.0:
             zero = torch.zeros((), device=inputs.real.device)
             return LossTerm(value=self._zero(inputs), logs={"factor": zero})
@@ -275,6 +297,7 @@ class GANLoss(Loss):
     def extra_repr(self) -> str:
         weights = f", scale_weights={self.scale_weights}" if self.scale_weights is not None else ""
         return (
-            f"objective={self.objective!r}, start_step={self.start_step}, adaptive={self.adaptive}, "
+            f"objective={self.objective!r}, start_step={self.start_step}, "
+            f"disc_warmup_steps={self.disc_warmup_steps}, ramp_steps={self.ramp_steps}, adaptive={self.adaptive}, "
             f"r1_gamma={self.r1_gamma}{weights}"
         )

@@ -1,8 +1,11 @@
-"""Built-in stage-2 priors over code-index grids, both backed by x-transformers.
+"""Built-in stage-2 priors over a tokenizer's codes, all backed by x-transformers.
 
 ``gpt`` is an autoregressive decoder over the raster-ordered grid (KV-cached
 sampling, sliding-window sampling of grids larger than trained); ``maskgit`` is
-a bidirectional masked prior decoded iteratively (MaskGIT). ``sampling`` holds
+a bidirectional masked prior decoded iteratively (MaskGIT); ``rq`` models
+residual codes (the depth layout) with a spatial and a depth transformer
+(RQ-Transformer); ``var`` predicts multi-scale codes scale by scale (VAR), with
+``var_attention`` for the block-causal mask and the cache across scales. ``sampling`` holds
 the shared top-k / top-p filtering, classifier-free guidance mixing and the
 sliding-window helpers; ``conditioning`` the class-token vocabulary and the
 priors' shared base class (whose arguments both priors take) and their
@@ -22,7 +25,9 @@ from typing import Any
 _EXPORTS = {
     "GPTPrior": "gpt",
     "MaskGITPrior": "maskgit",
+    "RQPrior": "rq",
     "PriorInputError": "checks",
+    "VARPrior": "var",
 }
 
 __all__ = list(_EXPORTS)
@@ -39,8 +44,16 @@ def register_components(register) -> None:
     from vqtk_builtins.priors.conditioning import check_prior
     from vqtk_builtins.priors.gpt import GPTPrior
     from vqtk_builtins.priors.maskgit import MaskGITPrior
+    from vqtk_builtins.priors.rq import RQPrior
+    from vqtk_builtins.priors.var import VARPrior, check_var_prior
 
     register("prior", "gpt", GPTPrior, check=check_prior,
              doc="autoregressive transformer over raster-ordered codes: KV cache, sliding window, class guidance")
     register("prior", "maskgit", MaskGITPrior, check=check_prior,
              doc="bidirectional masked transformer, MaskGIT iterative decoding (cosine/linear schedule)")
+    register("prior", "var", VARPrior, check=check_var_prior,
+             doc="next-scale prediction over multi-scale codes (VAR): block-causal attention, KV cache "
+                 "across scales, class guidance")
+    register("prior", "rq", RQPrior, check=check_prior,
+             doc="residual-depth transformer (RQ-Transformer) over (h, w, Q) codes: spatial + depth transformers, "
+                 "KV cache, class guidance")

@@ -26,8 +26,8 @@ def check_indices(
     if indices.ndim == 4:
         raise PriorInputError(
             f"{name} prior models one index per position; quantizer gives Q = {indices.shape[-1]} "
-            f"indices per position (indices of shape {tuple(indices.shape)}): use a single-codebook "
-            "quantizer for stage 2"
+            f"indices per position (indices of shape {tuple(indices.shape)}): the `rq` prior models "
+            "these (layout 'depth')"
         )
     if indices.ndim != 3:
         raise PriorInputError(

@@ -46,6 +46,7 @@ class GPTPrior(ConditionalPrior):
 
     name = "gpt"
     always_prefix = True  # unconditional sequences start with a learned token
+    samples_larger_grids = True  # sliding-window sampling
 
     @forwards_arguments(ConditionalPrior)
     def __init__(self, *, rotary: bool = True, **shared: Any):
@@ -74,6 +75,10 @@ class GPTPrior(ConditionalPrior):
                 verbose=False,
             ),
         )
+
+    def blocks(self) -> list[torch.nn.Module]:
+        """Each attention and feed-forward block of the x-transformers stack (FSDP units, checkpointed activations)."""
+        return [layer[1] for layer in self.net.attn_layers.layers]
 
     def loss(self, indices: torch.Tensor, labels: Optional[torch.Tensor] = None) -> PriorOutput:
         """Mean next-code negative log-likelihood (nats) of ``indices (B, h, w)``, with accuracy and bits per token."""

@@ -87,6 +87,10 @@ class MaskGITPrior(ConditionalPrior):
         seq = tokens if prefix is None else torch.cat((prefix, tokens), dim=1)
         return self.net(seq)[:, self.prefix_len :].float()
 
+    def blocks(self) -> list[torch.nn.Module]:
+        """Each attention and feed-forward block of the x-transformers stack (FSDP units, checkpointed activations)."""
+        return [layer[1] for layer in self.net.attn_layers.layers]
+
     def loss(self, indices: torch.Tensor, labels: Optional[torch.Tensor] = None) -> PriorOutput:
         """Mean cross-entropy (nats) on a schedule-drawn random subset of masked positions of ``indices (B, h, w)``."""
         tokens, labels = self._tokens(indices, labels)

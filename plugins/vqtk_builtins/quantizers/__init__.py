@@ -4,7 +4,8 @@ One module per method: ``vq`` (``vq``, and ``factorized``, the same class with
 other defaults), ``ema_vq`` (``ema_vq``, and ``residual``, the same class with
 residual layers), ``fsq``, ``lfq``, ``simvq`` (thin wrappers over
 vector-quantize-pytorch, which they import when built, so registering them, as
-``vqtk list`` does, stays fast), ``gumbel`` and ``ibq`` (plain PyTorch).
+``vqtk list`` does, stays fast), ``gumbel``, ``ibq`` and ``msvq`` (VAR's multi-scale residual quantizer, with its
+``phi`` convolutions in ``msvq_phi``; plain PyTorch).
 ``layout`` converts between vqtk's ``(B, D, h, w)`` grids and the library's
 ``(B, h*w, D)`` tokens; ``entropy`` is the LlamaGen / IBQ entropy penalty.
 The names below are imported on first use.
@@ -25,6 +26,7 @@ _EXPORTS = {
     "SimVectorQuantizer": "simvq",
     "GumbelQuantizer": "gumbel",
     "IndexBackpropQuantizer": "ibq",
+    "MultiScaleQuantizer": "msvq",
 }
 
 __all__ = list(_EXPORTS)
@@ -38,7 +40,7 @@ def __getattr__(name: str) -> Any:
 
 def register_components(register) -> None:
     """Register every built-in quantizer under kind ``"quantizer"``."""
-    from vqtk_builtins.quantizers import ema_vq, fsq, gumbel, ibq, lfq, simvq, vq
+    from vqtk_builtins.quantizers import ema_vq, fsq, gumbel, ibq, lfq, msvq, simvq, vq
 
     register("quantizer", "vq", vq.VectorQuantizer, check=vq.check_vq)
     register("quantizer", "factorized", vq.FactorizedQuantizer, check=vq.check_vq,
@@ -51,3 +53,4 @@ def register_components(register) -> None:
     register("quantizer", "simvq", simvq.SimVectorQuantizer, check=vq.check_codebook_dim)
     register("quantizer", "gumbel", gumbel.GumbelQuantizer, check=gumbel.check_gumbel)
     register("quantizer", "ibq", ibq.IndexBackpropQuantizer, check=vq.check_codebook_dim)
+    register("quantizer", "msvq", msvq.MultiScaleQuantizer, check=msvq.check_msvq)
