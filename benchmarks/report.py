@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Iterable, Optional
 
 from PIL import Image, ImageDraw
+
+from vqtk.io.files import write_atomic
 
 FAMILY_TITLES = {
     "stage1": "Stage-1 training step",
@@ -166,25 +167,17 @@ def chart(result: dict, width: int = 1100) -> Image.Image:
     return img
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_json(result: dict, path: Path) -> None:
     """Write ``result`` as JSON to ``path`` atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, lambda p: p.write_text(json.dumps(result, indent=2, default=str) + "\n"))
+    write_atomic(path, lambda p: p.write_text(json.dumps(result, indent=2, default=str) + "\n"))
 
 
 def write_all(result: dict, out: Path) -> dict[str, Path]:
     """Write the JSON, markdown and PNG files into ``out``; returns their paths."""
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "markdown": out / "results.md", "chart": out / "results.png"}
     write_json(result, paths["json"])
-    _write_atomic(paths["markdown"], lambda p: p.write_text(markdown(result)))
-    _write_atomic(paths["chart"], lambda p: chart(result).save(p, format="PNG"))
+    write_atomic(paths["markdown"], lambda p: p.write_text(markdown(result)))
+    write_atomic(paths["chart"], lambda p: chart(result).save(p, format="PNG"))
     return paths
 
 
@@ -197,13 +190,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for results.md/.png/.json (default: beside the file)")
     args = parser.parse_args(argv)
     result = json.loads(args.results.read_text())
-    out = args.out or args.results.parent
-    if args.out is None and args.results.name == "results.json":
-        paths = {"markdown": out / "results.md", "chart": out / "results.png"}
-        _write_atomic(paths["markdown"], lambda p: p.write_text(markdown(result)))
-        _write_atomic(paths["chart"], lambda p: chart(result).save(p, format="PNG"))
-    else:
-        paths = write_all(result, out)
+    paths = write_all(result, args.out or args.results.parent)
     print(markdown(result))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

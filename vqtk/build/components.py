@@ -17,6 +17,7 @@ from vqtk.errors import PluginBug, RecipeError, VqtkError
 from vqtk.interfaces import DataSource, Discriminator, Loss
 from vqtk.model import VQGAN
 from vqtk.recipe.schema import ComponentRef, Recipe
+from vqtk.recipe.values import as_lists
 from vqtk.registry import Registry, default_registry
 from vqtk.registry.signature import is_provided
 
@@ -74,12 +75,8 @@ def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def _plain_list(value: Any) -> Any:
-    return [_plain_list(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-
 def _show(value: Any) -> str:
-    return str(_plain_list(value)) if isinstance(value, (list, tuple)) else repr(value)
+    return str(as_lists(value)) if isinstance(value, (list, tuple)) else repr(value)
 
 
 def first_line(exc: BaseException) -> str:

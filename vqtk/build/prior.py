@@ -11,6 +11,7 @@ from vqtk.errors import VqtkError
 from vqtk.interfaces import SCALES, Prior, SamplingOptions, check_layout_supported
 from vqtk.model import VQGAN
 from vqtk.recipe.schema import ComponentRef, Recipe
+from vqtk.recipe.values import as_lists
 from vqtk.registry import Registry
 from vqtk.registry.signature import is_provided
 
@@ -98,9 +99,5 @@ def recipe_sampling_options(recipe: Recipe) -> SamplingOptions:
 def provided_values(ref: ComponentRef, path: str, provided: dict[str, tuple[Any, str]]) -> dict[str, Any]:
     """The provided arguments as the component received them (for a self-contained stored recipe)."""
     config = fill_provided(ref, path, provided)
-    return {f.name: _plain(getattr(config, f.name)) for f in attrs.fields(type(config))
+    return {f.name: as_lists(getattr(config, f.name)) for f in attrs.fields(type(config))
             if is_provided(f) and getattr(config, f.name) is not None} if attrs.has(type(config)) else {}
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value

@@ -52,10 +52,10 @@ class Prior(nn.Module, abc.ABC):
     scales: tuple[tuple[int, int], ...] = ()
     #: the token layout kinds it models ("grid", "depth", "scales"); the assembler refuses a
     #: tokenizer whose quantizer lays out its codes otherwise
+    layouts: ClassVar[tuple[str, ...]] = (GRID,)
     #: whether :meth:`sample` takes a ``grid_size`` larger than :attr:`grid_size` (e.g. by a
     #: sliding window); the assembler refuses ``prior_train.large_grid`` for a prior without it
     samples_larger_grids: ClassVar[bool] = False
-    layouts: ClassVar[tuple[str, ...]] = (GRID,)
     #: arguments the assembler takes from the tokenizer the prior models, so a recipe
     #: need not repeat them (repeating them is allowed when the values agree); ``scales``
     #: is the ``[[h, w], ...]`` list of a multi-scale layout

@@ -32,6 +32,11 @@ def show(value: Any) -> str:
     return repr(value)
 
 
+def as_lists(value: Any) -> Any:
+    """``value`` with every tuple and list, nested ones too, as a list: how TOML arrays hold it."""
+    return [as_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
 class Problem(ValueError):
     """A problem at a (sub)path of the value being structured."""
 

@@ -59,9 +59,6 @@ class Replicated:
         optimizer: the AdamW settings.
     """
 
-    #: whether :meth:`gather` takes every process
-    collective = False
-
     def __init__(self, wrapped: nn.Module, inner: nn.Module, *, precision: str, optimizer: OptimizerSection):
         self.module, self.inner = wrapped, inner
         self.dtype = _DTYPES[precision]
@@ -109,8 +106,6 @@ class Sharded(Replicated):
         main: whether this process samples (it keeps an unsharded copy in host memory).
         device: the training device of this process; ``module`` may still be on the CPU.
     """
-
-    collective = True
 
     def __init__(self, module: nn.Module, inner: nn.Module, *, blocks: Sequence[nn.Module], precision: str,
                  checkpointing: bool, optimizer: OptimizerSection, main: bool, device: torch.device):

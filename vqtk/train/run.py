@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -95,18 +95,17 @@ class Run:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused_parameters)
 
-    def parallel(self, module: torch.nn.Module, inner: torch.nn.Module, *, strategy: str, precision: str,
-                 checkpointing: bool, optimizer: OptimizerSection) -> Replicated:
+    def parallel(self, module: torch.nn.Module, inner: torch.nn.Module, *, blocks: Sequence[torch.nn.Module],
+                 strategy: str, precision: str, checkpointing: bool, optimizer: OptimizerSection) -> Replicated:
         """``module`` trained over the processes by ``strategy``, with its optimizer over ``inner``'s parameters.
 
         "ddp": whole on each process (DDP when there are several); "fsdp": sharded by FSDP2,
-        each of ``inner.blocks()`` a unit of its own. ``checkpointing`` recomputes the
+        each of ``blocks`` (submodules of ``inner``, e.g. ``Prior.blocks()``) a unit of its own. ``checkpointing`` recomputes the
         activations of those blocks in the backward pass (either strategy). A single process
         has nothing to shard: "fsdp" then trains the module whole, which gives the same
         checkpoints. ``module`` may be on the CPU: it ends up on :attr:`device` (sharded, under
         FSDP, so that it need not fit one device). See :mod:`vqtk.train.fsdp`.
         """
-        blocks = list(inner.blocks()) if hasattr(inner, "blocks") else []
         if strategy == "fsdp" and self.dist.enabled:
             self.parallel_module = Sharded(module, inner, blocks=blocks, precision=precision,
                                            checkpointing=checkpointing, optimizer=optimizer, main=self.main,

@@ -91,8 +91,8 @@ class Stage2Trainer:
         # "ddp" or "fsdp" (vqtk.train.fsdp) puts the prior on the device: the loss to call, the
         # optimizer, what checkpoints hold
         self.loss_model = self.run_env.parallel(
-            _PriorLoss(self.prior), self.prior, strategy=self.cfg.strategy, precision=self.cfg.precision,
-            checkpointing=self.cfg.activation_checkpointing, optimizer=self.cfg.optimizer)
+            _PriorLoss(self.prior), self.prior, blocks=self.prior.blocks(), strategy=self.cfg.strategy,
+            precision=self.cfg.precision, checkpointing=self.cfg.activation_checkpointing, optimizer=self.cfg.optimizer)
         self.opt = self.loss_model.optimizer
         self.step_parts = step_aware_parts(self.prior)
         self.step, self.epoch, self.position = 0, 0, 0

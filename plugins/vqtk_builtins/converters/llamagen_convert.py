@@ -9,7 +9,6 @@ Exporting runs the same two steps backwards.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -20,13 +19,13 @@ import torch
 from vqtk.build import build_discriminator, build_vqgan
 from vqtk.errors import RecipeError, VqtkError
 from vqtk.interfaces import Discriminator
-from vqtk.io.checkpoint import load_checkpoint, save_checkpoint
+from vqtk.io.checkpoint import load_checkpoint
 from vqtk.io.files import write_atomic
 from vqtk.model import VQGAN
 from vqtk.pretrained import recipe_of
 from vqtk.recipe import Recipe, dump_toml
 from vqtk.registry import Registry
-from vqtk.version import __version__
+from vqtk_builtins.converters.converted_run import new_run_folder, write_converted_run
 from vqtk_builtins.converters.llamagen_recipe import export_problems, recipe_dict, recipe_header
 from vqtk_builtins.converters.llamagen_state import (
     LlamaGenCheckpoint,
@@ -82,24 +81,16 @@ def convert_llamagen(source: str | Path, out: str | Path, *, weights: str = "aut
                      resolution: Optional[int] = None,
                      registry: Optional[Registry] = None) -> tuple[Path, ConvertedLlamaGen]:
     """Convert a LlamaGen checkpoint into the vqtk run folder ``out`` (``checkpoints/`` and ``recipe.toml``)."""
-    out = Path(out)
-    if (out / "checkpoints").exists() or (out / "recipe.toml").exists():
-        raise VqtkError(f"--out: {out} already holds a run or a converted checkpoint; choose a new folder")
+    out = new_run_folder(out)
     ckpt = read_llamagen_checkpoint(source, weights=weights, discriminator=discriminator)
     converted = rebuild_llamagen(ckpt, resolution=resolution, registry=registry)
     modules = {"model": converted.model}
     if converted.discriminator is not None:
         modules["discriminator"] = converted.discriminator
     entry = f"[{ckpt.weights!r}]" if ckpt.weights else ""
-    metadata = {
-        "recipe": converted.recipe_text,
-        "versions": json.dumps({"vqtk": __version__, "torch": torch.__version__}),
-        "stage": "1",
-        "source": f"LlamaGen {ckpt.path.name}{entry}" + (f" (steps {ckpt.steps})" if ckpt.steps is not None else ""),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    folder = save_checkpoint(out / "checkpoints", 0, modules, metadata)
-    (out / "recipe.toml").write_text(converted.recipe_text)
+    folder = write_converted_run(
+        out, modules, recipe_text=converted.recipe_text,
+        source=f"LlamaGen {ckpt.path.name}{entry}" + (f" (steps {ckpt.steps})" if ckpt.steps is not None else ""))
     return folder, converted
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from vqtk.recipe import Recipe
+from vqtk.recipe.values import as_lists
 from vqtk_builtins.converters.taming_recipe import recipe_dict as taming_recipe_dict
 from vqtk_builtins.converters.taming_spec import DiscriminatorSpec, TamingSpec
 
@@ -74,10 +75,6 @@ def recipe_header(spec: TamingSpec, source: Path, weights: Optional[str], steps:
     ]) + "\n"
 
 
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, (list, tuple)) else value
-
-
 def export_problems(recipe: Recipe, *, discriminator: bool) -> tuple[list[str], list[str]]:
     """``(problems, notes)`` of writing this tokenizer as a LlamaGen checkpoint.
 
@@ -94,8 +91,8 @@ def export_problems(recipe: Recipe, *, discriminator: bool) -> tuple[list[str], 
             continue
         c = ref.config
         deepest = c.resolution // 2 ** (len(c.ch_mult) - 1)
-        if _plain(c.attn_resolutions) != [deepest]:
-            problems.append(f"model.{part}.attn_resolutions: {_plain(c.attn_resolutions)}; LlamaGen has attention "
+        if as_lists(c.attn_resolutions) != [deepest]:
+            problems.append(f"model.{part}.attn_resolutions: {as_lists(c.attn_resolutions)}; LlamaGen has attention "
                             f"at the deepest level only ([{deepest}] for resolution {c.resolution})")
         if (c.ch, c.num_res_blocks) != (LLAMAGEN_CH, LLAMAGEN_NUM_RES_BLOCKS):
             notes.append(f"{part}: ch {c.ch}, num_res_blocks {c.num_res_blocks} (VQModel builds 128 and 2; "

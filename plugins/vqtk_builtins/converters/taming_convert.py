@@ -10,7 +10,6 @@ mapped in :mod:`.taming_state`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -21,13 +20,13 @@ import torch
 from vqtk.build import build_discriminator, build_vqgan
 from vqtk.errors import RecipeError, VqtkError
 from vqtk.interfaces import Discriminator
-from vqtk.io.checkpoint import load_checkpoint, save_checkpoint
+from vqtk.io.checkpoint import load_checkpoint
 from vqtk.io.files import write_atomic
 from vqtk.model import VQGAN
 from vqtk.pretrained import recipe_of
 from vqtk.recipe import Recipe, dump_toml
 from vqtk.registry import Registry
-from vqtk.version import __version__
+from vqtk_builtins.converters.converted_run import new_run_folder, write_converted_run
 from vqtk_builtins.converters.taming_infer import infer_discriminator, infer_spec
 from vqtk_builtins.converters.taming_recipe import recipe_dict, recipe_header, spec_from_recipe, validated_recipe
 from vqtk_builtins.converters.taming_spec import DEFAULT_RESOLUTION, TamingSpec
@@ -110,24 +109,16 @@ def convert_taming(source: str | Path, out: str | Path, *, config: Optional[str 
     and ``out/recipe.toml``; ``vqtk.load(out)`` then returns the model. Returns
     the step folder and the rebuilt model.
     """
-    out = Path(out)
-    if (out / "checkpoints").exists() or (out / "recipe.toml").exists():
-        raise VqtkError(f"--out: {out} already holds a run or a converted checkpoint; choose a new folder")
+    out = new_run_folder(out)
     ckpt = read_taming_checkpoint(source)
     converted = rebuild_taming(ckpt, config=config, resolution=resolution, registry=registry)
     modules = {"model": converted.model}
     if converted.discriminator is not None:
         modules["discriminator"] = converted.discriminator
-    metadata = {
-        "recipe": converted.recipe_text,
-        "versions": json.dumps({"vqtk": __version__, "torch": torch.__version__}),
-        "stage": "1",
-        "source": f"taming-transformers {ckpt.path.name}"
-                  + (f" (global_step {ckpt.global_step})" if ckpt.global_step is not None else ""),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    folder = save_checkpoint(out / "checkpoints", 0, modules, metadata)
-    (out / "recipe.toml").write_text(converted.recipe_text)
+    folder = write_converted_run(
+        out, modules, recipe_text=converted.recipe_text,
+        source=f"taming-transformers {ckpt.path.name}"
+               + (f" (global_step {ckpt.global_step})" if ckpt.global_step is not None else ""))
     return folder, converted
 
 

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from vqtk.errors import VqtkError
 from vqtk.recipe import Recipe
 from vqtk.recipe.converter import RecipeConverter
+from vqtk.recipe.values import as_lists
 from vqtk.registry import Registry, default_registry
 from vqtk_builtins.converters.taming_spec import DDConfig, DiscriminatorSpec, LossSpec, TamingSpec
 
@@ -83,10 +84,6 @@ def describe(spec: TamingSpec) -> str:
     return "; ".join(parts)
 
 
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, (list, tuple)) else value
-
-
 def spec_from_recipe(recipe: Recipe, *, discriminator: bool = True) -> TamingSpec:
     """The taming description of a vqtk recipe; :class:`VqtkError` names every part that does not map."""
     m = recipe.model
@@ -98,7 +95,7 @@ def spec_from_recipe(recipe: Recipe, *, discriminator: bool = True) -> TamingSpe
     if not problems:
         enc, dec = m.encoder.config, m.decoder.config
         for field in ("ch", "ch_mult", "num_res_blocks", "attn_resolutions", "z_channels", "resolution", "dropout"):
-            a, b = _plain(getattr(enc, field)), _plain(getattr(dec, field))
+            a, b = as_lists(getattr(enc, field)), as_lists(getattr(dec, field))
             if a != b:
                 problems.append(f"model.decoder.{field}: {b!r} differs from model.encoder.{field} {a!r} "
                                 "(taming's VQModel shares one ddconfig)")

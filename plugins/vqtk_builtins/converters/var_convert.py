@@ -11,7 +11,6 @@ released none).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional, Sequence
@@ -21,13 +20,13 @@ import torch
 
 from vqtk.build import build_vqgan
 from vqtk.errors import RecipeError, VqtkError
-from vqtk.io.checkpoint import load_checkpoint, load_state_strict, save_checkpoint
+from vqtk.io.checkpoint import load_checkpoint, load_state_strict
 from vqtk.io.files import write_atomic
 from vqtk.model import VQGAN
 from vqtk.pretrained import recipe_of
 from vqtk.recipe import Recipe, dump_toml
 from vqtk.registry import Registry
-from vqtk.version import __version__
+from vqtk_builtins.converters.converted_run import new_run_folder, write_converted_run
 from vqtk_builtins.converters.llamagen_recipe import recipe_dict as llamagen_recipe_dict
 from vqtk_builtins.converters.taming_infer import infer_ddconfig
 from vqtk_builtins.converters.taming_recipe import validated_recipe
@@ -139,19 +138,10 @@ def _header(source: Path, summary: str) -> str:
 def convert_var(source: str | Path, out: str | Path, *, registry: Optional[Registry] = None,
                 **options) -> tuple[Path, ConvertedVar]:
     """Convert a VAR VQVAE file into the vqtk run folder ``out`` (``checkpoints/`` and ``recipe.toml``)."""
-    out = Path(out)
-    if (out / "checkpoints").exists() or (out / "recipe.toml").exists():
-        raise VqtkError(f"--out: {out} already holds a run or a converted checkpoint; choose a new folder")
+    out = new_run_folder(out)
     converted = rebuild_var(source, registry=registry, **options)
-    metadata = {
-        "recipe": converted.recipe_text,
-        "versions": json.dumps({"vqtk": __version__, "torch": torch.__version__}),
-        "stage": "1",
-        "source": f"VAR {Path(source).name}",
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    folder = save_checkpoint(out / "checkpoints", 0, {"model": converted.model}, metadata)
-    (out / "recipe.toml").write_text(converted.recipe_text)
+    folder = write_converted_run(out, {"model": converted.model}, recipe_text=converted.recipe_text,
+                                 source=f"VAR {Path(source).name}")
     return folder, converted
 
 

@@ -170,6 +170,12 @@ class ConditionalPrior(Prior):
         return prefix
 
 
+def stack_blocks(attn_layers: torch.nn.Module) -> list[torch.nn.Module]:
+    """Each attention and feed-forward block of an x-transformers ``AttentionLayers`` stack, in order:
+    what the built-in priors return from ``Prior.blocks()`` (FSDP units, checkpointed activations)."""
+    return [layer[1] for layer in attn_layers.layers]
+
+
 def check_prior(config: Any) -> None:
     """Cross-field check of a prior's recipe table (both priors register it as their ``check``).
 

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from vqtk.interfaces import PriorOutput, SamplingOptions
 from vqtk.registry.forwarding import forwards_arguments
 from vqtk_builtins.priors.checks import check_grid
-from vqtk_builtins.priors.conditioning import ConditionalPrior
+from vqtk_builtins.priors.conditioning import ConditionalPrior, stack_blocks
 from vqtk_builtins.priors.decode import KVDecoder
-from vqtk_builtins.priors.sampling import draw, guide, window_context, window_origin
+from vqtk_builtins.priors.sampling import draw, guide_halves, window_context, window_origin
 
 
 class GPTPrior(ConditionalPrior):
@@ -78,7 +78,7 @@ class GPTPrior(ConditionalPrior):
 
     def blocks(self) -> list[torch.nn.Module]:
         """Each attention and feed-forward block of the x-transformers stack (FSDP units, checkpointed activations)."""
-        return [layer[1] for layer in self.net.attn_layers.layers]
+        return stack_blocks(self.net.attn_layers)
 
     def loss(self, indices: torch.Tensor, labels: Optional[torch.Tensor] = None) -> PriorOutput:
         """Mean next-code negative log-likelihood (nats) of ``indices (B, h, w)``, with accuracy and bits per token."""
@@ -145,8 +145,7 @@ class GPTPrior(ConditionalPrior):
                             logits = self.net(seq)[:, -1]
                     logits = logits.float()
                     if guided:
-                        cond, uncond = logits.chunk(2, dim=0)
-                        logits = guide(cond, uncond, options.cfg_scale)
+                        logits = guide_halves(logits, options.cfg_scale)
                     tokens = draw(logits, options, generator, log_probs=False).tokens
                     out[:, i, j] = tokens
                     last = (tokens.repeat(2) if guided else tokens)[:, None]

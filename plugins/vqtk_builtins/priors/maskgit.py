@@ -12,8 +12,8 @@ from vqtk.config import non_negative, positive
 from vqtk.interfaces import PriorOutput, SamplingOptions
 from vqtk.registry.forwarding import forwards_arguments
 from vqtk_builtins.priors.checks import PriorInputError, check_grid
-from vqtk_builtins.priors.conditioning import ConditionalPrior
-from vqtk_builtins.priors.sampling import draw, guide, gumbel
+from vqtk_builtins.priors.conditioning import ConditionalPrior, stack_blocks
+from vqtk_builtins.priors.sampling import draw, guide_halves, gumbel
 from vqtk_builtins.priors.schedule import Schedule, mask_ratio, masked_counts
 
 
@@ -89,7 +89,7 @@ class MaskGITPrior(ConditionalPrior):
 
     def blocks(self) -> list[torch.nn.Module]:
         """Each attention and feed-forward block of the x-transformers stack (FSDP units, checkpointed activations)."""
-        return [layer[1] for layer in self.net.attn_layers.layers]
+        return stack_blocks(self.net.attn_layers)
 
     def loss(self, indices: torch.Tensor, labels: Optional[torch.Tensor] = None) -> PriorOutput:
         """Mean cross-entropy (nats) on a schedule-drawn random subset of masked positions of ``indices (B, h, w)``."""
@@ -147,8 +147,7 @@ class MaskGITPrior(ConditionalPrior):
         with self._evaluating():
             for t, remaining in enumerate(masked_counts(n, steps, self.schedule)):
                 if guided:
-                    cond, uncond = self._logits(tokens.repeat(2, 1), prefix).chunk(2, dim=0)
-                    logits = guide(cond, uncond, options.cfg_scale)
+                    logits = guide_halves(self._logits(tokens.repeat(2, 1), prefix), options.cfg_scale)
                 else:
                     logits = self._logits(tokens, prefix)
                 drawn = draw(logits.reshape(batch_size * n, -1), options, generator)

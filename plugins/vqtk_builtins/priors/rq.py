@@ -15,7 +15,7 @@ from vqtk.registry.forwarding import forwards_arguments
 from vqtk_builtins.priors.checks import PriorInputError, check_grid, check_indices
 from vqtk_builtins.priors.conditioning import ClassTokens, ConditionalPrior
 from vqtk_builtins.priors.decode import KVDecoder
-from vqtk_builtins.priors.sampling import draw, guide
+from vqtk_builtins.priors.sampling import draw, guide_halves
 
 
 class _SpatialNet(nn.Module):
@@ -199,8 +199,7 @@ class RQPrior(ConditionalPrior):
         for _ in range(self.num_codebooks):
             logits = self._depth_logits(context, codes)[:, -1].float()
             if guided:
-                cond, uncond = logits.chunk(2, dim=0)
-                logits = guide(cond, uncond, options.cfg_scale)
+                logits = guide_halves(logits, options.cfg_scale)
             tokens = draw(logits, options, generator, log_probs=False).tokens
             codes = torch.cat((codes, (tokens.repeat(2) if guided else tokens)[:, None]), dim=1)
         return codes[: context.shape[0] // 2] if guided else codes

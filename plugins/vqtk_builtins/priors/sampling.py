@@ -39,6 +39,12 @@ def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tenso
     return uncond + scale * (cond - uncond)
 
 
+def guide_halves(logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """:func:`guide` on a doubled batch: the conditional rows first, then the unconditional ones."""
+    cond, uncond = logits.chunk(2, dim=0)
+    return guide(cond, uncond, scale)
+
+
 def uniform(shape: tuple[int, ...], *, generator: Optional[torch.Generator], device: torch.device) -> torch.Tensor:
     """``U[0, 1)`` noise drawn from ``generator`` (on its device) and moved to ``device``."""
     source = generator.device if generator is not None else device

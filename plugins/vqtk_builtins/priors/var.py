@@ -11,10 +11,11 @@ from torch import nn
 
 from vqtk.config import constraint, each, non_empty, positive
 from vqtk.interfaces import SCALES, PriorOutput, SamplingOptions, TokenLayout
+from vqtk.recipe.values import as_lists
 from vqtk.registry.forwarding import forwards_arguments
 from vqtk_builtins.priors.checks import PriorInputError, check_grid
-from vqtk_builtins.priors.conditioning import ConditionalPrior, check_prior
-from vqtk_builtins.priors.sampling import draw, guide
+from vqtk_builtins.priors.conditioning import ConditionalPrior, check_prior, stack_blocks
+from vqtk_builtins.priors.sampling import draw, guide_halves
 from vqtk_builtins.priors.var_attention import ScaleCache, block_causal_mask, scale_of_each_token
 
 Interpolation = Literal["bicubic", "bilinear", "nearest"]
@@ -96,7 +97,7 @@ class VARPrior(ConditionalPrior):
             raise PriorInputError(f"{self.name} prior: scales: {exc}") from None
         if self.scales[-1] != self.grid_size:
             raise PriorInputError(f"{self.name} prior: grid_size {list(self.grid_size)} must be the last of scales "
-                                  f"{_show(self.scales)} (a multi-scale prior models its tokenizer's code grid only)")
+                                  f"{as_lists(self.scales)} (a multi-scale prior models its tokenizer's code grid only)")
         self.code_dim, self.interpolation, self.cfg_schedule = code_dim, interpolation, cfg_schedule
         sizes = [h * w for h, w in self.scales]
         self.ends = [sum(sizes[: k + 1]) for k in range(len(sizes))]
@@ -135,7 +136,7 @@ class VARPrior(ConditionalPrior):
 
     def blocks(self) -> list[nn.Module]:
         """Each attention and feed-forward block of the x-transformers encoder (FSDP units, checkpointed activations)."""
-        return [layer[1] for layer in self.net.layers]
+        return stack_blocks(self.net)
 
     # -- the sequence -------------------------------------------------------------------------
 
@@ -267,8 +268,7 @@ class VARPrior(ConditionalPrior):
                                       attn_mask=self.mask[:end, :end])[:, start:]
                 logits = self.head(hidden).float()
                 if guided:
-                    cond, uncond = logits.chunk(2, dim=0)
-                    logits = guide(cond, uncond, self.guidance_scale(options.cfg_scale, k))
+                    logits = guide_halves(logits, self.guidance_scale(options.cfg_scale, k))
                 drawn = draw(logits.reshape(batch_size * h * w, -1), options, generator, log_probs=False)
                 codes = drawn.tokens.view(batch_size, h, w)
                 parts.append(codes)
@@ -279,15 +279,11 @@ class VARPrior(ConditionalPrior):
         return self.layout.join(parts)
 
 
-def _show(scales) -> str:
-    return str([list(s) for s in scales])
-
-
 def check_var_prior(config: Any) -> None:
     """Cross-field recipe check: the shared prior checks, and ``grid_size`` is the last of ``scales``
     (both are provided by a multi-scale tokenizer, so this only fires on a hand-written table)."""
     check_prior(config)
     if config.scales is not None and config.grid_size is not None \
             and tuple(config.scales[-1]) != tuple(config.grid_size):
-        raise ValueError(f"grid_size {list(config.grid_size)} must be the last of scales {_show(config.scales)}: "
+        raise ValueError(f"grid_size {list(config.grid_size)} must be the last of scales {as_lists(config.scales)}: "
                          "a multi-scale prior samples only its tokenizer's code grid")

@@ -47,8 +47,9 @@ class ScaleCache:
     """
 
     def __init__(self, encoder: nn.Module):
-        from vqtk_builtins.priors.xtransformers import Attention, FeedForward
         from x_transformers.attend import Intermediates
+
+        from vqtk_builtins.priors.xtransformers import Attention, FeedForward
 
         plain = not any(getattr(encoder, flag, False) for flag in (
             "causal", "residual_attn", "add_value_residual", "softclamp_output"))
