@@ -23,7 +23,7 @@ from vqtk.interfaces.data import StreamingDataset
 from vqtk.io.shards import CLASSES_FILE, SIZES_FILE, iter_tar, write_shards
 from vqtk.recipe import load_recipe
 from vqtk.train.data_stream import BatchStream, StreamState
-from vqtk_builtins.data import shards as shards_module
+from vqtk_builtins.data import shard_reading as shards_module
 from vqtk_builtins.data.shards import Shards, buffer_order
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -279,8 +279,8 @@ def test_resume_skips_without_decoding_and_leaves_read_shards_unopened(shard_dir
     spans = ds.assignment(0, 0, 1)[0]
     whole = [ident(x) for x in ds.stream(seed=0, epoch=0, index=0, num_streams=1)]
     decodes, opened = [], []
-    real_image, real_iter = shards_module._Decoder.image, shards_module.iter_tar
-    monkeypatch.setattr(shards_module._Decoder, "image", lambda self, s: decodes.append(s["__key__"]) or real_image(self, s))
+    real_image, real_iter = shards_module.SampleDecoder.image, shards_module.iter_tar
+    monkeypatch.setattr(shards_module.SampleDecoder, "image", lambda self, s: decodes.append(s["__key__"]) or real_image(self, s))
     monkeypatch.setattr(shards_module, "iter_tar", lambda path, suffixes: opened.append(path) or real_iter(path, suffixes))
     rest = [ident(x) for x in ds.stream(seed=0, epoch=0, index=0, num_streams=1, start=21)]
     assert rest == whole[21:]
