@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from toy_plugin import ToyDecoder, ToyEncoder
 
 from vqtk.build import check_prior_fits, probe_shapes
+from vqtk.cli import main
 from vqtk.errors import VqtkError
 from vqtk.evaluation.loop import evaluate
 from vqtk.interfaces import (
@@ -244,3 +246,11 @@ def test_prior_fits_checks_the_layout_the_prior_was_built_for():
         check_prior_fits(_StubPrior(), model, (4, 4), "toy", prior_type="stub")
     with pytest.raises(VqtkError, match=r"^prior_train.large_grid: model.quantizer 'toy' codes 3 scales"):
         check_prior_fits(_StubPrior(scales=SCALES), model, (4, 4), "toy", large_grid=(8, 8))
+
+
+def test_check_names_the_quantizer_when_the_image_size_misses_the_last_scale(capsys):
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "variants" / "msvq.toml"
+    assert main(["check", str(recipe), "model.quantizer.scales=[1, 2, 4]"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "vqtk: error: model.quantizer: the latent grid (8, 8) is not the last of 3 scales (1, 2, 4): a multi-scale "
+        "tokenizer only codes images whose latent grid is (4, 4)")

@@ -58,12 +58,13 @@ def probe_shapes(model: VQGAN, discriminator: Optional[Discriminator], resolutio
 
         z = _call("model.encoder", model.encoder, x)
         _expect("model.encoder", z, (1, model.encoder.out_channels, h, w))
+        # before the call: a multi-scale quantizer codes one latent grid only, and says so here by name
+        model.quantizer.layout.check_grid((h, w), "model.quantizer: ")
         q = _call("model.quantizer", model.quantizer, model.quant_conv(z))
         if not isinstance(q, QuantizerOutput):
             raise VqtkError(f"model.quantizer: returned a {type(q).__name__}, expected a QuantizerOutput")
         _expect("model.quantizer (quantized)", q.quantized, (1, model.quantizer.dim, h, w))
         layout = model.quantizer.layout
-        layout.check_grid((h, w))  # a multi-scale quantizer codes one latent grid only
         _expect("model.quantizer (indices)", q.indices, layout.index_shape(1, (h, w)))
         if q.indices.is_floating_point() or q.indices.is_complex():
             raise VqtkError(f"model.quantizer (indices): dtype {q.indices.dtype}, expected an integer dtype")

@@ -106,10 +106,10 @@ class TokenLayout:
             return (batch, h, w, self.depth)
         return (batch, self.tokens(grid_size))
 
-    def check_grid(self, grid_size: tuple[int, int]) -> None:
-        """A scales layout only fits the latent grid of its last scale."""
+    def check_grid(self, grid_size: tuple[int, int], where: str = "") -> None:
+        """A scales layout only fits the latent grid of its last scale (``where`` starts the message)."""
         if self.kind == SCALES and tuple(grid_size) != self.scales[-1]:
-            raise VqtkError(f"the latent grid {tuple(grid_size)} is not the last of {self.describe()}: "
+            raise VqtkError(f"{where}the latent grid {tuple(grid_size)} is not the last of {self.describe()}: "
                             f"a multi-scale tokenizer only codes images whose latent grid is {self.scales[-1]}")
 
     def check_indices(self, indices: torch.Tensor) -> None:
