@@ -73,6 +73,20 @@ def test_draw_follows_the_tempered_filtered_distribution_and_the_generator():
     assert greedy.tokens.tolist() == [3, 3, 3]
 
 
+def test_single_draws_are_torch_multinomials():
+    # the draw skips torch.multinomial's validity reductions but must pick the same index from the same stream
+    from vqtk_builtins.priors.sampling import _multinomial
+
+    for seed in range(50):
+        probs = torch.randn(4, 100, generator=seeded(1000 + seed)).mul(3).softmax(dim=-1)
+        want = torch.multinomial(probs, 1, generator=seeded(seed)).squeeze(-1)
+        assert torch.equal(_multinomial(probs, seeded(seed)), want)
+    logits = torch.zeros(2, 5)
+    logits[1, 3] = float("nan")
+    with pytest.raises(RuntimeError, match="cannot sample: the model's logits contain NaN"):
+        draw(logits, SamplingOptions(top_k=2), seeded(0))
+
+
 def test_sliding_window_positions_follow_taming():
     # taming's sample_conditional, 16-wide window: local = i for i <= 8, 16 - (H - i) near the end, else 8
     extent = 32
@@ -127,6 +141,36 @@ def test_kv_decoder_logits_match_the_full_forward(rotary):
                                                 for i in range(1, 16)]
     torch.testing.assert_close(torch.stack(stepped, 1), full[:, 4:], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(torch.stack(fixed, 1), full, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["float64", "bfloat16"])
+def test_kv_decoder_in_other_precisions(dtype):
+    from vqtk_builtins.priors.decode import KVDecoder
+
+    torch.manual_seed(0)
+    prior = GPTPrior(**TINY, depth=2).eval().to(dtype)
+    seq = torch.randint(0, K + 1, (3, 16))
+    with torch.no_grad():
+        full = prior.net(seq)
+        decoder = KVDecoder(prior.net, batch=3, length=16)
+        stepped = [decoder.prefill(seq[:, :5])] + [decoder.step(seq[:, i : i + 1], i) for i in range(5, 16)]
+    stepped = torch.stack(stepped, 1)
+    assert stepped.dtype == dtype
+    if dtype == torch.float64:
+        torch.testing.assert_close(stepped, full[:, 4:], rtol=1e-12, atol=1e-12)
+    else:  # bfloat16: 8 bits of mantissa, summed in another order
+        torch.testing.assert_close(stepped.float(), full[:, 4:].float(), rtol=0.05, atol=0.05)
+
+
+def test_sampled_codes_train_the_prior_that_sampled_them():
+    # sampling runs in inference mode; what it returns must still be an ordinary tensor
+    torch.manual_seed(0)
+    prior = GPTPrior(**TINY, depth=1)
+    for use_cache in (True, False):
+        codes = prior.sample(2, options=SamplingOptions(use_cache=use_cache), generator=seeded(0))
+        assert not codes.is_inference() and prior.training
+        prior.loss(codes).loss.backward()
+        assert all(p.grad is not None for p in prior.parameters() if p.requires_grad)
 
 
 def _fields(options: SamplingOptions) -> dict:

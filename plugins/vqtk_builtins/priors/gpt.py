@@ -124,7 +124,11 @@ class GPTPrior(ConditionalPrior):
         height, width = max(rows, h), max(cols, w)
         out = torch.zeros(batch_size, rows, width, dtype=torch.long, device=device)
         use_cache = options.use_cache and self.net.can_cache_kv
-        with self._evaluating():
+        # inference mode: no version counters or autograd metadata per op (out, made outside, stays a normal tensor)
+        with self._evaluating(), torch.inference_mode():
+            if use_cache and (rows, width) == (h, w):
+                self._sample_cached(out.view(batch_size, h * w), prefix, options, generator, guided)
+                return out[:, :, :cols]
             # the cache holds the current window's context up to the previous position
             decoder = KVDecoder(self.net, batch=prefix.shape[0], length=h * w) if use_cache else None
             cached_window, filled, last = None, 0, None
@@ -143,10 +147,30 @@ class GPTPrior(ConditionalPrior):
                             cached_window = (top, left)
                         else:
                             logits = self.net(seq)[:, -1]
-                    logits = logits.float()
-                    if guided:
-                        logits = guide_halves(logits, options.cfg_scale)
-                    tokens = draw(logits, options, generator, log_probs=False).tokens
+                    tokens = self._draw(logits, options, generator, guided)
                     out[:, i, j] = tokens
                     last = (tokens.repeat(2) if guided else tokens)[:, None]
         return out[:, :, :cols]
+
+    def _sample_cached(self, out: torch.Tensor, prefix: torch.Tensor, options: SamplingOptions,
+                       generator: Optional[torch.Generator], guided: bool) -> None:
+        """Fill ``out (B, h * w)`` in raster order at the training grid: one prefill, then one cached step per code.
+
+        The same draws as the general loop (which a larger grid needs), without its window bookkeeping.
+        """
+        length, start = out.shape[1], prefix.shape[1]
+        decoder = KVDecoder(self.net, batch=prefix.shape[0], length=length)
+        logits = decoder.prefill(prefix)
+        for t in range(length):
+            out[:, t] = tokens = self._draw(logits, options, generator, guided)
+            if t + 1 < length:  # code t sits at position start + t
+                logits = decoder.step(tokens.repeat(2)[:, None] if guided else tokens[:, None], start + t)
+
+    @staticmethod
+    def _draw(logits: torch.Tensor, options: SamplingOptions, generator: Optional[torch.Generator],
+              guided: bool) -> torch.Tensor:
+        """The next code of each sample from the last position's logits (both halves under guidance)."""
+        logits = logits.float()
+        if guided:
+            logits = guide_halves(logits, options.cfg_scale)
+        return draw(logits, options, generator, log_probs=False).tokens

@@ -97,10 +97,19 @@ def draw(
 
 
 def _multinomial(probs: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """One index per row of ``probs``, drawn on the generator's device."""
+    """One index per row of ``probs``, drawn on the generator's device.
+
+    This is the exponential race ``torch.multinomial(probs, 1)`` runs for a single
+    draw (``argmax(probs / E)``, ``E ~ Exp(1)`` from the same generator: the same
+    index, tested), without its separate max / min validity reductions; rows with
+    NaN (a diverged model) are refused by one check instead.
+    """
     if generator is not None and generator.device != probs.device:
-        return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device).squeeze(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        return _multinomial(probs.to(generator.device), generator).to(probs.device)
+    if torch.isnan(probs).any():
+        raise RuntimeError("cannot sample: the model's logits contain NaN")
+    race = torch.empty_like(probs).exponential_(1, generator=generator)
+    return torch.div(probs, race, out=race).argmax(dim=-1)
 
 
 def window_origin(index: int, window: int, extent: int) -> int:
