@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from vqtk.interfaces import SamplingOptions
-
 from benchmarks import baseline_mingpt
 from benchmarks.context import Context, compare, new_record, side_result
 from benchmarks.timing import alternate
+from vqtk.interfaces import SamplingOptions
 
 FAMILY = "gpt_decode"
 UNIT = "tokens/s"
@@ -83,14 +82,25 @@ def measure_all(ctx: Context, keys: list[str]) -> list[dict]:
 
 
 def main() -> None:
-    """``python -m benchmarks.gpt_decode [repeats]``: print ms per token step (run with OMP_NUM_THREADS set)."""
-    import sys
+    """``python -m benchmarks.gpt_decode [repeats] [--items cached]``: print ms per token step.
+
+    Run with ``OMP_NUM_THREADS`` set. ``--items cached`` alternates the two cached
+    loops only (the default alternates all four, as the benchmark row does).
+    """
+    import argparse
 
     from benchmarks.presets import SMALL
 
-    repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    ctx = Context(preset=SMALL, device=torch.device("cpu"), warmup=1, repeats=repeats, compile=False)
-    for rec in measure_all(ctx, list(ITEMS)):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpt_decode")
+    parser.add_argument("repeats", nargs="?", type=int, default=5)
+    parser.add_argument("--items", default=",".join(ITEMS), help="comma-separated subset of: " + ", ".join(ITEMS))
+    args = parser.parse_args()
+    items = [item for item in args.items.split(",") if item]
+    unknown = sorted(set(items) - set(ITEMS))
+    if unknown:
+        parser.error(f"--items: unknown {', '.join(unknown)} (choose from {', '.join(ITEMS)})")
+    ctx = Context(preset=SMALL, device=torch.device("cpu"), warmup=1, repeats=args.repeats, compile=False)
+    for rec in measure_all(ctx, items):
         ours, ref, ratio = rec["vqtk"], rec["baseline"], rec["speed_ratio"]
         steps = rec["config"]["steps"]
         print(f"{rec['key']:>8}: vqtk {ours['median_ms'] / steps:.2f} ms/step "
