@@ -169,6 +169,7 @@ def test_sampled_codes_train_the_prior_that_sampled_them():
     for use_cache in (True, False):
         codes = prior.sample(2, options=SamplingOptions(use_cache=use_cache), generator=seeded(0))
         assert not codes.is_inference() and prior.training
+        codes[0, 0, 0] = 0  # writable outside inference mode
         prior.loss(codes).loss.backward()
         assert all(p.grad is not None for p in prior.parameters() if p.requires_grad)
 
