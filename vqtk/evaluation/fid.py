@@ -87,7 +87,7 @@ def find_inception_weights(explicit: Optional[str] = None) -> Optional[Path]:
         return weights.fetch(FID_WEIGHTS)
     except MissingFileError as exc:
         if not weights.is_offline():
-            log.warning("rfid: %s", exc)
+            log.warning("FID Inception (rFID, gFID, Inception Score): %s", exc)
         return None
 
 
