@@ -162,6 +162,10 @@ def test_cached_and_uncached_sampling_give_identical_codes(options):
     assert torch.equal(cached, uncached)
     if options.temperature > 0:  # random weights: different seeds differ
         assert not torch.equal(cached, prior.sample(6, options=options, generator=seeded(4)))
+    # sampling runs in inference mode; the codes it returns are ordinary tensors that train the prior
+    assert not cached.is_inference() and prior.training
+    cached[0, 0, 0, 0] = 0
+    prior.loss(cached).loss.backward()
 
 
 def test_class_conditioning_and_guidance_change_the_class_distribution(rq_conditional):

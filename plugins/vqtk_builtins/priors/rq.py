@@ -180,7 +180,7 @@ class RQPrior(ConditionalPrior):
         seq = self._prefix_row(self._sampling_prefix(labels, batch_size, device, guided=guided))
         out = torch.zeros(batch_size, rows * w, self.num_codebooks, dtype=torch.long, device=device)
         use_cache = options.use_cache and self.spatial.attn_layers.can_cache_kv
-        with self._evaluating():
+        with self._evaluating(), torch.inference_mode():  # out, made outside, stays a normal tensor
             decoder = KVDecoder(self.spatial, batch=seq.shape[0], length=h * w) if use_cache else None
             for t in range(rows * w):
                 if decoder is None:
