@@ -7,7 +7,6 @@ import torch
 
 from vqtk.interfaces import Prior
 
-
 K = 8  # codebook size
 GRID = (4, 4)
 TINY = dict(codebook_size=K, grid_size=GRID, dim=32, heads=2)
@@ -22,15 +21,19 @@ def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def fit(prior: Prior, *, steps: int, lr: float, batch: int, conditional: bool = False) -> list[float]:
-    """Adam on batches of PATTERNS (labels = pattern index when conditional); returns the losses."""
+def fit(prior: Prior, *, steps: int, lr: float, batch: int, conditional: bool = False,
+        patterns: torch.Tensor = PATTERNS, labels_for=None) -> list[float]:
+    """Adam on batches of ``patterns`` (labels = pattern index when ``conditional``, or
+    ``labels_for(index)``); returns the losses."""
+    if conditional:
+        labels_for = labels_for or (lambda which: which)
     opt = torch.optim.Adam(prior.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / steps)
     losses = []
     prior.train()
     for _ in range(steps):
         which = torch.randint(0, 2, (batch,))
-        out = prior.loss(PATTERNS[which], labels=which if conditional else None)
+        out = prior.loss(patterns[which], labels=labels_for(which) if labels_for else None)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
@@ -39,7 +42,7 @@ def fit(prior: Prior, *, steps: int, lr: float, batch: int, conditional: bool = 
     return losses
 
 
-def pattern_share(samples: torch.Tensor) -> torch.Tensor:
-    """Fraction of sampled grids equal to each pattern: ``(2,)``."""
-    equal = (samples[:, None] == PATTERNS[None]).flatten(2).all(-1)
+def pattern_share(samples: torch.Tensor, patterns: torch.Tensor = PATTERNS) -> torch.Tensor:
+    """Fraction of sampled grids equal to each of the two ``patterns``: ``(2,)``."""
+    equal = (samples[:, None] == patterns[None]).flatten(2).all(-1)
     return equal.float().mean(0)

@@ -7,13 +7,13 @@ import math
 import attrs
 import pytest
 import torch
-from prior_patterns import seeded
-from vqtk_builtins.priors import PriorInputError, RQPrior
+from prior_patterns import fit, pattern_share, seeded
 
 from vqtk.errors import VqtkError
 from vqtk.interfaces import Prior, SamplingOptions, TokenLayout
 from vqtk.recipe.converter import RecipeConverter
 from vqtk.recipe.schema import PriorRef
+from vqtk_builtins.priors import PriorInputError, RQPrior
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,33 +27,11 @@ BASE = (torch.arange(3)[:, None, None] + torch.arange(Q)[None, None, :]).remaind
 PATTERNS = torch.stack([BASE, BASE + 4])  # (2, 3, 3, Q)
 
 
-def pattern_share(samples: torch.Tensor) -> torch.Tensor:
-    """Fraction of sampled code grids equal to each pattern: ``(2,)``."""
-    return (samples[:, None] == PATTERNS[None]).flatten(2).all(-1).float().mean(0)
-
-
-def fit(prior: RQPrior, *, steps: int, labels_for=None) -> list[float]:
-    """Adam on batches of PATTERNS; ``labels_for(which)`` gives the labels of conditional priors."""
-    opt = torch.optim.Adam(prior.parameters(), lr=1e-2)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 - s / steps)
-    losses = []
-    prior.train()
-    for _ in range(steps):
-        which = torch.randint(0, 2, (32,))
-        out = prior.loss(PATTERNS[which], labels=labels_for(which) if labels_for else None)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(out.loss.item())
-    return losses
-
-
 @pytest.fixture(scope="module")
 def rq_trained():
     torch.manual_seed(0)
     prior = RQPrior(**TINY)
-    return prior, fit(prior, steps=100)
+    return prior, fit(prior, steps=100, lr=1e-2, batch=32, patterns=PATTERNS)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +44,7 @@ def rq_conditional():
         flip = torch.rand(which.shape) < 0.25
         return torch.where(flip, 1 - which, which)
 
-    fit(prior, steps=160, labels_for=labels_for)
+    fit(prior, steps=160, lr=1e-2, batch=32, patterns=PATTERNS, labels_for=labels_for)
     return prior
 
 
@@ -144,7 +122,7 @@ def test_rq_learns_a_joint_pattern_across_positions_and_depth(rq_trained):
     assert abs(losses[0] - math.log(K)) < 0.3
     # the best possible: ln 2 for the first code, nothing after, over 27 codes
     assert sum(losses[-5:]) / 5 < math.log(2) / 27 + 0.03
-    share = pattern_share(prior.sample(64, generator=seeded(0)))
+    share = pattern_share(prior.sample(64, generator=seeded(0)), PATTERNS)
     assert share.sum() >= 0.9 and share.min() >= 0.25  # both modes, whole patterns
 
 
@@ -174,7 +152,7 @@ def test_class_conditioning_and_guidance_change_the_class_distribution(rq_condit
 
     def own_pattern_share(scale: float) -> float:
         samples = prior.sample(128, labels=labels, options=SamplingOptions(cfg_scale=scale), generator=seeded(0))
-        return float(pattern_share(samples[:64])[0] + pattern_share(samples[64:])[1]) / 2
+        return float(pattern_share(samples[:64], PATTERNS)[0] + pattern_share(samples[64:], PATTERNS)[1]) / 2
 
     plain, guided = own_pattern_share(1.0), own_pattern_share(3.0)
     assert 0.55 <= plain <= 0.9  # about the data's 75 %
