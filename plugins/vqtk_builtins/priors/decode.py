@@ -175,8 +175,9 @@ class KVDecoder:
                 continue
             qkv = torch.mm(F.layer_norm(x, (dim,), block.norm), block.qkv).view(b, n, 3, self.heads, -1)
             q, k, v = self._rotate(qkv, rotation).permute(2, 0, 3, 1, 4)  # (b, heads, n, d) each
-            self.cache[a, 0, :, :, :n] = k
-            self.cache[a, 1, :, :, :n] = v
+            cache = self._layer_caches[a]
+            cache[0, :, :, :n] = k
+            cache[1, :, :, :n] = v
             y = F.scaled_dot_product_attention(q, k, v, is_causal=n > 1)
             x = torch.addmm(x, y.transpose(1, 2).reshape(b * n, -1), block.out)
             a += 1
